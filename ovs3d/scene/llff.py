@@ -1,0 +1,121 @@
+"""LLFF scenes: ``poses_bounds.npy`` + ``images/`` (method spec section 2).
+
+Each row of ``poses_bounds.npy`` holds a 3x5 matrix [R | t | (H, W, f)] (row-major) and the near/far
+bounds. LLFF's rotation columns are (down, right, back); we reorder them to (right, up, back) as
+[c1, -c0, c2]. The poses are then recentred on their average pose and translations and bounds are
+divided by s = 0.75 * min(near), so the nearest bound becomes 1/0.75.
+
+Difference from the authors: their average pose has x = z cross y, a reflection (det = -1), which
+mirrors the whole scene in x. We build x = y cross z, a proper rotation, so the recentred scene is not
+mirrored and the spiral path needs no sign flip. Renders are the same up to that mirror.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ovs3d.errors import InputError
+from ovs3d.io.images import image_size, list_images, read_rgb
+from ovs3d.scene.annotations import load_annotations as read_annotations
+from ovs3d.scene.cameras import Cameras
+from ovs3d.scene.layout import detect_kind
+from ovs3d.scene.scene import Scene, holdout_split
+
+BOUNDS_SCALE = 0.75
+
+
+def normalize(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def average_pose(c2w: np.ndarray) -> np.ndarray:
+    """Proper-rotation average of [N, 3, 4] poses, as [3, 4]: centre = mean centre, z = mean z axis,
+    x = normalize(mean y cross z), y = z cross x."""
+    center = c2w[:, :, 3].mean(0)
+    z = normalize(c2w[:, :, 2].mean(0))
+    y_mean = c2w[:, :, 1].mean(0)
+    x = normalize(np.cross(y_mean, z))
+    y = np.cross(z, x)
+    return np.stack([x, y, z, center], axis=1)
+
+
+def recenter(c2w: np.ndarray) -> np.ndarray:
+    """Express [N, 3, 4] poses in the frame of their average pose."""
+    avg = np.eye(4)
+    avg[:3] = average_pose(c2w)
+    full = np.concatenate([c2w, np.broadcast_to([0, 0, 0, 1.0], (len(c2w), 1, 4))], axis=1)
+    return (np.linalg.inv(avg) @ full)[:, :3]
+
+
+def read_poses_bounds(path: Path, n_images: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Parse and validate ``poses_bounds.npy``: (c2w [N, 3, 4] in LLFF axes, bounds [N, 2], (H, W, f))."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InputError(path, f"cannot read the pose file ({exc})", "regenerate it with LLFF's imgs2poses or "
+                         "`ovs3d process-data`") from exc
+    if data.ndim != 2 or data.shape[1] != 17:
+        raise InputError(path, f"expected an array of shape (N, 17), got {data.shape}",
+                         "regenerate it with LLFF's imgs2poses or `ovs3d process-data`")
+    if data.shape[0] != n_images:
+        raise InputError(path, f"{data.shape[0]} pose rows for {n_images} images in images/",
+                         "keep exactly one pose row per image (sorted file order); remove extra images "
+                         "or regenerate the poses")
+    if not np.all(np.isfinite(data)):
+        rows = sorted(set(np.argwhere(~np.isfinite(data))[:, 0].tolist()))
+        raise InputError(path, f"NaN or infinite values in pose rows {rows}",
+                         "regenerate the poses, or remove those images and their rows")
+    poses = data[:, :15].reshape(-1, 3, 5)
+    bounds = data[:, 15:].astype(np.float64)
+    if np.any(bounds <= 0):
+        raise InputError(path, "near/far bounds must be positive", "regenerate the poses")
+    h, w, f = (float(x) for x in poses[0, :, 4])
+    return poses[:, :, :4].astype(np.float64), bounds, (h, w, f)
+
+
+def llff_to_ovs3d(c2w_llff: np.ndarray) -> np.ndarray:
+    """Reorder LLFF rotation columns (down, right, back) to (right, up, back): [c1, -c0, c2, t]."""
+    return np.concatenate([c2w_llff[:, :, 1:2], -c2w_llff[:, :, 0:1], c2w_llff[:, :, 2:4]], axis=2)
+
+
+def load_llff(root: str | Path, downsample: float = 1.0, holdout_every: int = 0,
+              kind: Literal["auto", "forward", "360"] = "auto", load_annotations: bool = True) -> Scene:
+    """Load an LLFF scene at (int(W / downsample), int(H / downsample)), H, W, f from the pose file.
+
+    All validation (image count, poses, image sizes and decodability, annotations) happens before the
+    images are decoded at full size, so bad input fails in seconds.
+    """
+    root = Path(root)
+    paths = list_images(root / "images")
+    c2w_llff, bounds, (h, w, f) = read_poses_bounds(root / "poses_bounds.npy", len(paths))
+    sizes = {p: image_size(p) for p in paths}
+    first = sizes[paths[0]]
+    for p, size in sizes.items():
+        if size != first:
+            raise InputError(p, f"image size {size[0]}x{size[1]} differs from {paths[0].name}'s "
+                                f"{first[0]}x{first[1]}", "resize all images of a scene to one size")
+    if abs(first[0] / first[1] - w / h) > 0.02:
+        raise InputError(root / "poses_bounds.npy", f"the images are {first[0]}x{first[1]} but the pose file "
+                         f"says {w:.0f}x{h:.0f} (another aspect ratio)", "regenerate the poses for these images")
+
+    c2w = recenter(llff_to_ovs3d(c2w_llff))
+    scale = BOUNDS_SCALE * bounds.min()
+    c2w[:, :, 3] /= scale
+    bounds = bounds / scale
+
+    width, height = int(w / downsample), int(h / downsample)
+    if width < 8 or height < 8:
+        raise InputError(root, f"downsample {downsample} leaves a {width}x{height} image", "use a smaller factor")
+    c2w_t = torch.tensor(c2w, dtype=torch.float32)
+    cameras = Cameras(c2w_t, torch.tensor(f * width / w), torch.tensor(f * height / h),
+                      torch.tensor(width / 2), torch.tensor(height / 2), width, height)
+    annotations = (read_annotations(root, len(paths), (width, height), first) if load_annotations else None)
+    images = np.stack([read_rgb(p, (width, height)) for p in paths])
+    train, test = holdout_split(len(paths), holdout_every)
+    return Scene(root=root, image_paths=paths, images=images, cameras=cameras, bounds=bounds.astype(np.float32),
+                 kind=detect_kind(c2w_t) if kind == "auto" else kind, train_views=train, test_views=test,
+                 annotations=annotations, classes=list(annotations.classes) if annotations else [])

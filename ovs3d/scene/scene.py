@@ -1,0 +1,96 @@
+"""The in-memory scene every stage consumes, and ``load_scene`` which dispatches on the folder's format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ovs3d.errors import InputError
+from ovs3d.scene.annotations import Annotations
+from ovs3d.scene.cameras import Cameras
+
+SceneKind = Literal["forward", "360"]
+
+
+@dataclass
+class Scene:
+    """Posed RGB images, in ovs3d's camera convention (see ``scene/cameras.py``).
+
+    Attributes:
+        root: the scene folder.
+        image_paths: the N image files, sorted by name (their order is the image index).
+        images: [N, H, W, 3] float32 RGB in [0, 1] at the working resolution.
+        cameras: the N cameras at the working resolution.
+        bounds: [N, 2] near/far depth bounds per camera, in the scene's (rescaled) units.
+        kind: ``forward`` (rendered in NDC) or ``360`` (unbounded, object-centric).
+        train_views / test_views: image indices; test_views is empty unless a hold-out was asked for.
+        annotations: ground-truth masks, or None when the scene has none.
+        classes: the class prompts (from ``segmentations/classes.txt`` or given), or empty.
+    """
+
+    root: Path
+    image_paths: list[Path]
+    images: np.ndarray
+    cameras: Cameras
+    bounds: np.ndarray
+    kind: SceneKind
+    train_views: list[int]
+    test_views: list[int] = field(default_factory=list)
+    annotations: Annotations | None = None
+    classes: list[str] = field(default_factory=list)
+
+    @property
+    def n_images(self) -> int:
+        return len(self.image_paths)
+
+    @property
+    def width(self) -> int:
+        return self.cameras.width
+
+    @property
+    def height(self) -> int:
+        return self.cameras.height
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    def images_tensor(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """[N, H, W, 3] float32 images on ``device``."""
+        return torch.from_numpy(self.images).to(device)
+
+
+def holdout_split(n_images: int, every: int) -> tuple[list[int], list[int]]:
+    """(train, test) image indices: with ``every`` > 0, every ``every``-th image (0, every, ...) is held
+    out (the LLFF habit, ``every`` = 8); with 0 all images train and none is held out (the paper)."""
+    if every <= 0:
+        return list(range(n_images)), []
+    test = list(range(0, n_images, every))
+    return [i for i in range(n_images) if i % every != 0], test
+
+
+def load_scene(root: str | Path, downsample: float = 1.0, holdout_every: int = 0,
+               kind: Literal["auto", "forward", "360"] = "auto", load_annotations: bool = True) -> Scene:
+    """Load a scene folder in any supported format (today: LLFF ``poses_bounds.npy``).
+
+    Args:
+        root: the scene folder (``images/`` + poses).
+        downsample: the working resolution is the stored pose file's (W, H) divided by this.
+        holdout_every: hold out every n-th image for evaluation (0: none, all images train).
+        kind: the scene type; ``auto`` detects it from the camera layout.
+        load_annotations: read ``segmentations/`` when present.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(root, "the scene folder does not exist", "pass the path of a scene folder")
+    if (root / "poses_bounds.npy").exists():
+        from ovs3d.scene.llff import load_llff
+
+        return load_llff(root, downsample=downsample, holdout_every=holdout_every, kind=kind,
+                         load_annotations=load_annotations)
+    raise InputError(root, "no camera poses found (expected poses_bounds.npy)",
+                     "run `ovs3d process-data --images <photos> --out <scene>` to compute poses")
