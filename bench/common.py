@@ -1,0 +1,84 @@
+"""Shared benchmark helpers: machine description, peak memory, timers and the JSON result writer.
+
+Every benchmark writes ``bench/results/<name>.json`` through ``write_result`` so each file carries the
+machine it was measured on and the command that produced it.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from ovs3d.io.atomic import write_json_atomic
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def cpu_name() -> str:
+    """The CPU model name from /proc/cpuinfo (or platform.processor())."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, Any]:
+    """CPU name, core count, torch version and threads, and the GPU name when one is visible."""
+    import os
+
+    import torch
+
+    info: dict[str, Any] = {"cpu": cpu_name(), "cpu_cores": os.cpu_count(), "torch": torch.__version__,
+                            "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
+    info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return info
+
+
+def peak_rss_gb() -> float:
+    """Peak resident set size of this process so far, in GB (Linux ru_maxrss is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+def peak_gpu_gb() -> float | None:
+    """Peak CUDA memory allocated by torch so far, in GB, or None without a GPU."""
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else None
+
+
+@contextmanager
+def timer() -> Iterator[dict[str, float]]:
+    """``with timer() as t: ...`` then ``t["s"]`` holds the elapsed wall-clock seconds."""
+    out = {"s": 0.0}
+    start = time.perf_counter()
+    try:
+        yield out
+    finally:
+        out["s"] = time.perf_counter() - start
+
+
+def require_shared(name: str) -> Path:
+    """Path of a real scene in ../shared/data; exits with a clear message when it is absent."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        raise SystemExit(f"bench: {path} is absent; the real scenes live in ../shared/data beside the repo")
+    return path
+
+
+def write_result(name: str, result: dict[str, Any]) -> Path:
+    """Write ``bench/results/<name>.json`` with the machine, the command line and ``result``."""
+    payload = {"benchmark": name, "command": " ".join([Path(sys.executable).name, *sys.argv]),
+               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), **result}
+    path = RESULTS_DIR / f"{name}.json"
+    write_json_atomic(path, payload)
+    print(f"bench: wrote {path}")
+    return path
