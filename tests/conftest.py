@@ -15,3 +15,17 @@ def shared_scene(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"real scene {name} not available: {path} is absent (it lives in ../shared beside the repo)")
     return path
+
+
+SYNTHETIC_FIXTURE = dict(seed=0, n_views=16, width=96, height=72, n_annotated=4, supersample=2)
+"""Size of the session's synthetic scene (views 0, 5, 10, 15 annotated; about 2 s to render)."""
+
+
+@pytest.fixture(scope="session")
+def synthetic_scene(tmp_path_factory) -> Path:
+    """Path of a small synthetic scene (``ovs3d.scene.synthetic``, seed 0, 16 views at 96x72, 7 classes,
+    exact depth in ``depth/``), rendered once per test session. Treat it as read-only: copy it to
+    modify it."""
+    from ovs3d.scene.synthetic import make_synthetic_scene
+
+    return make_synthetic_scene(tmp_path_factory.mktemp("synthetic") / "scene", **SYNTHETIC_FIXTURE)
