@@ -2,8 +2,10 @@
 
 Each row of ``poses_bounds.npy`` holds a 3x5 matrix [R | t | (H, W, f)] (row-major) and the near/far
 bounds. LLFF's rotation columns are (down, right, back); we reorder them to (right, up, back) as
-[c1, -c0, c2]. The poses are then recentred on their average pose and translations and bounds are
-divided by s = 0.75 * min(near), so the nearest bound becomes 1/0.75.
+[c1, -c0, c2]. The poses are then normalised by ``scene/normalize.py``: forward-facing scenes are
+recentred on their average pose and translations and bounds divided by s = 0.75 * min(near), so the
+nearest bound becomes 1/0.75; 360-degree scenes are centred on the cameras' look-at point, with the
+farthest camera at distance 1.
 
 Difference from the authors: their average pose has x = z cross y, a reflection (det = -1), which
 mirrors the whole scene in x. We build x = y cross z, a proper rotation, so the recentred scene is not
@@ -23,33 +25,8 @@ from ovs3d.io.images import image_size, list_images, read_rgb
 from ovs3d.scene.annotations import load_annotations as read_annotations
 from ovs3d.scene.cameras import Cameras
 from ovs3d.scene.layout import detect_kind
+from ovs3d.scene.normalize import BOUNDS_SCALE, average_pose, normalize, normalize_poses, recenter  # noqa: F401 (re-exported)
 from ovs3d.scene.scene import Scene, holdout_split
-
-BOUNDS_SCALE = 0.75
-
-
-def normalize(v: np.ndarray) -> np.ndarray:
-    return v / np.linalg.norm(v, axis=-1, keepdims=True)
-
-
-def average_pose(c2w: np.ndarray) -> np.ndarray:
-    """Proper-rotation average of [N, 3, 4] poses, as [3, 4]: centre = mean centre, z = mean z axis,
-    x = normalize(mean y cross z), y = z cross x."""
-    center = c2w[:, :, 3].mean(0)
-    z = normalize(c2w[:, :, 2].mean(0))
-    y_mean = c2w[:, :, 1].mean(0)
-    x = normalize(np.cross(y_mean, z))
-    y = np.cross(z, x)
-    return np.stack([x, y, z, center], axis=1)
-
-
-def recenter(c2w: np.ndarray) -> np.ndarray:
-    """Express [N, 3, 4] poses in the frame of their average pose."""
-    avg = np.eye(4)
-    avg[:3] = average_pose(c2w)
-    full = np.concatenate([c2w, np.broadcast_to([0, 0, 0, 1.0], (len(c2w), 1, 4))], axis=1)
-    return (np.linalg.inv(avg) @ full)[:, :3]
-
 
 def read_poses_bounds(path: Path, n_images: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Parse and validate ``poses_bounds.npy``: (c2w [N, 3, 4] in LLFF axes, bounds [N, 2], (H, W, f))."""
@@ -102,10 +79,9 @@ def load_llff(root: str | Path, downsample: float = 1.0, holdout_every: int = 0,
         raise InputError(root / "poses_bounds.npy", f"the images are {first[0]}x{first[1]} but the pose file "
                          f"says {w:.0f}x{h:.0f} (another aspect ratio)", "regenerate the poses for these images")
 
-    c2w = recenter(llff_to_ovs3d(c2w_llff))
-    scale = BOUNDS_SCALE * bounds.min()
-    c2w[:, :, 3] /= scale
-    bounds = bounds / scale
+    c2w_raw = llff_to_ovs3d(c2w_llff)
+    kind = detect_kind(torch.from_numpy(c2w_raw)) if kind == "auto" else kind
+    c2w, bounds = normalize_poses(c2w_raw, bounds, kind)
 
     width, height = int(w / downsample), int(h / downsample)
     if width < 8 or height < 8:
@@ -117,5 +93,5 @@ def load_llff(root: str | Path, downsample: float = 1.0, holdout_every: int = 0,
     images = np.stack([read_rgb(p, (width, height)) for p in paths])
     train, test = holdout_split(len(paths), holdout_every)
     return Scene(root=root, image_paths=paths, images=images, cameras=cameras, bounds=bounds.astype(np.float32),
-                 kind=detect_kind(c2w_t) if kind == "auto" else kind, train_views=train, test_views=test,
+                 kind=kind, train_views=train, test_views=test,
                  annotations=annotations, classes=list(annotations.classes) if annotations else [])

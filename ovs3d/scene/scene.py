@@ -75,7 +75,8 @@ def holdout_split(n_images: int, every: int) -> tuple[list[int], list[int]]:
 
 def load_scene(root: str | Path, downsample: float = 1.0, holdout_every: int = 0,
                kind: Literal["auto", "forward", "360"] = "auto", load_annotations: bool = True) -> Scene:
-    """Load a scene folder in any supported format (today: LLFF ``poses_bounds.npy``).
+    """Load a scene folder; the first pose file found decides the format: LLFF ``poses_bounds.npy``,
+    nerfstudio ``transforms.json``, then a COLMAP model ``sparse/0``.
 
     Args:
         root: the scene folder (``images/`` + poses).
@@ -87,10 +88,18 @@ def load_scene(root: str | Path, downsample: float = 1.0, holdout_every: int = 0
     root = Path(root)
     if not root.is_dir():
         raise InputError(root, "the scene folder does not exist", "pass the path of a scene folder")
+    options = dict(downsample=downsample, holdout_every=holdout_every, kind=kind, load_annotations=load_annotations)
     if (root / "poses_bounds.npy").exists():
         from ovs3d.scene.llff import load_llff
 
-        return load_llff(root, downsample=downsample, holdout_every=holdout_every, kind=kind,
-                         load_annotations=load_annotations)
-    raise InputError(root, "no camera poses found (expected poses_bounds.npy)",
+        return load_llff(root, **options)
+    if (root / "transforms.json").exists():
+        from ovs3d.scene.nerfstudio import load_nerfstudio
+
+        return load_nerfstudio(root, **options)
+    if (root / "sparse" / "0").is_dir():
+        from ovs3d.scene.colmap import load_colmap
+
+        return load_colmap(root, **options)
+    raise InputError(root, "no camera poses found (expected poses_bounds.npy, transforms.json or sparse/0)",
                      "run `ovs3d process-data --images <photos> --out <scene>` to compute poses")

@@ -1,0 +1,64 @@
+"""Build a ``Scene`` from poses already converted to ovs3d's axes: the steps every non-LLFF loader shares.
+
+A loader supplies the image files, the camera-to-world matrices in ovs3d's axes (right, up, back) in
+the file's own world frame, the near/far bounds and the intrinsics at the stored image size; this
+module checks the images, detects the scene type, normalises the poses (``scene/normalize.py``),
+scales the intrinsics to the working resolution and reads images and annotations.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ovs3d.errors import InputError
+from ovs3d.io.images import image_size, read_rgb
+from ovs3d.scene.annotations import load_annotations as read_annotations
+from ovs3d.scene.cameras import Cameras
+from ovs3d.scene.layout import detect_kind
+from ovs3d.scene.normalize import normalize_poses
+from ovs3d.scene.scene import Scene, holdout_split
+
+
+def check_same_size(paths: list[Path], size: tuple[int, int], source: Path) -> None:
+    """Every image must exist and be ``size`` = (W, H) pixels, the size its intrinsics refer to."""
+    for p in paths:
+        if not p.is_file():
+            raise InputError(p, f"the image named in {source.name} does not exist",
+                             f"put the image there or remove it from {source.name}")
+        actual = image_size(p)
+        if actual != tuple(size):
+            raise InputError(p, f"the image is {actual[0]}x{actual[1]} but {source.name} describes "
+                                f"{size[0]}x{size[1]}", "resize all images of a scene to one size, matching the poses")
+
+
+def assemble_scene(root: Path, paths: list[Path], c2w: np.ndarray, bounds: np.ndarray,
+                   intrinsics: np.ndarray, size: tuple[int, int], downsample: float, holdout_every: int,
+                   kind: Literal["auto", "forward", "360"], load_annotations: bool) -> Scene:
+    """The scene at working size (int(W / downsample), int(H / downsample)).
+
+    Args:
+        paths: the N image files, in view order (sorted by name).
+        c2w: [N, 3, 4] ovs3d axes, unnormalised; bounds: [N, 2] near/far in the same units.
+        intrinsics: [N, 4] (fx, fy, cx, cy) in pixels at the stored size ``size`` = (W, H).
+    """
+    width_src, height_src = size
+    width, height = int(width_src / downsample), int(height_src / downsample)
+    if width < 8 or height < 8:
+        raise InputError(root, f"downsample {downsample} leaves a {width}x{height} image", "use a smaller factor")
+    if kind == "auto":
+        kind = detect_kind(torch.from_numpy(np.asarray(c2w, dtype=np.float64)))
+    c2w, bounds = normalize_poses(c2w, bounds, kind)
+    sx, sy = width / width_src, height / height_src
+    k = torch.tensor(intrinsics, dtype=torch.float32)
+    cameras = Cameras(torch.tensor(c2w, dtype=torch.float32), k[:, 0] * sx, k[:, 1] * sy, k[:, 2] * sx,
+                      k[:, 3] * sy, width, height)
+    annotations = read_annotations(root, len(paths), (width, height), size) if load_annotations else None
+    images = np.stack([read_rgb(p, (width, height)) for p in paths])
+    train, test = holdout_split(len(paths), holdout_every)
+    return Scene(root=root, image_paths=list(paths), images=images, cameras=cameras,
+                 bounds=bounds.astype(np.float32), kind=kind, train_views=train, test_views=test,
+                 annotations=annotations, classes=list(annotations.classes) if annotations else [])
