@@ -1,0 +1,168 @@
+"""The semantic field of stage 2 (method spec 6.1 and 6.3): a CLIP-space feature head on the 27-d
+appearance feature and a 3D scale-selection volume, on top of a frozen stage-1 density.
+
+Both modes render from the same packed samples (ray_index [M], xyz [M, 3] normalised, weights [M]
+for the samples whose weight passes the threshold) and output, per ray,
+
+    F [n_rays, 512] (not normalised),  S [n_rays, 3] (rows sum to 1),  optionally RGB [n_rays, 3].
+
+``faithful`` (the authors'):
+  * head = Linear 27->128, Linear 128->128, Linear 128->512 with no nonlinearity: an affine map
+    h(a) = M a + beta. Hence F = sum_i w_i h(a_i) = M (sum_i w_i a_i) + beta * sum_i w_i: the 27-d
+    appearance feature is composited first and the head applied per ray (each bias scaled by the
+    ray's accumulated weight), which is exact and never forms an [M, 512] buffer.
+  * selection g_i = sigmoid(Linear24->3(selVM(x_i))) in (0, 1)^3, S = softmax(sum_i w_i g_i): logits in
+    [0, 1], so S_s stays within [0.155, 0.576] and cannot select a single scale (spec 9.1).
+
+``improved`` (spec 9 items 1-3):
+  * head = Linear 27->128, ReLU, Linear 128->128, ReLU, Linear 128->512: a real nonlinearity, so two
+    points with the same appearance feature direction can still map to different classes after
+    joint tuning, and the field is no longer confined to a 27-d affine subspace. The hidden layers
+    run only at the kept samples ([M, 128]); the last layer is affine, so it is applied after
+    compositing the 128-d hidden features (exact; still no [M, 512] buffer).
+  * selection logits l_i = Linear24->3(selVM(x_i)) are unbounded; S = softmax(sum_i w_i l_i), so a
+    ray can put nearly all weight on one scale.
+  * the RDA loss uses the normalised F with an explicit temperature (set in the trainer's config).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ovs3d.field.tensorf import TensoRF, _grid_params, _init_linear
+from ovs3d.render.volume import composite
+
+SemanticMode = Literal["faithful", "improved"]
+
+
+@dataclass
+class SemanticConfig:
+    """Architecture of the stage-2 semantic field."""
+
+    mode: SemanticMode = "faithful"
+    """faithful: affine head, sigmoid scores softmaxed after rendering (the authors'); improved:
+    ReLU head and unbounded selection logits (method spec section 9 items 1-3)."""
+    feature_dim: int = 512
+    """Size of the CLIP embedding space."""
+    hidden: int = 128
+    """Hidden width of the feature head."""
+    selection_components: tuple[int, int, int] = (16, 4, 4)
+    """Plane-line pairs per mode of the selection volume (the density's counts)."""
+    n_scales: int = 3
+    """Number of CLIP scales the selection chooses among."""
+    init_std: float = 0.1
+    """Standard deviation of the N(0, std^2) initialisation of the selection planes and lines."""
+
+
+class SemanticField(nn.Module):
+    """Feature head + selection volume over a stage-1 ``TensoRF`` (whose density stays frozen).
+
+    Args:
+        base: the stage-1 field; its grid size and box define the selection volume's.
+        config: architecture (mode).
+        generator: seeds every initial value.
+    """
+
+    def __init__(self, base: TensoRF, config: SemanticConfig | None = None,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.config = config or SemanticConfig()
+        cfg = self.config
+        generator = generator or torch.Generator().manual_seed(0)
+        self.base = base
+        dim_in = base.config.appearance_dim
+        self.head = nn.ModuleList([nn.Linear(dim_in, cfg.hidden), nn.Linear(cfg.hidden, cfg.hidden),
+                                   nn.Linear(cfg.hidden, cfg.feature_dim)])
+        for layer in self.head:
+            _init_linear(layer, generator)
+        self.select_planes, self.select_lines = _grid_params(cfg.selection_components, base.reso, cfg.init_std,
+                                                             generator)
+        self.select_basis = nn.Linear(sum(cfg.selection_components), cfg.n_scales)
+        _init_linear(self.select_basis, generator)
+        for p in self.base.density_planes.parameters():
+            p.requires_grad_(False)
+        for p in self.base.density_lines.parameters():
+            p.requires_grad_(False)
+        self.set_appearance_trainable(False)
+
+    @property
+    def mode(self) -> SemanticMode:
+        return self.config.mode
+
+    def set_appearance_trainable(self, trainable: bool) -> None:
+        """Freeze (before joint_start_iter) or unfreeze (joint mode) the appearance planes, lines, basis
+        and shading MLP. The density is never trained in stage 2."""
+        for group in (self.base.appearance_planes, self.base.appearance_lines, self.base.basis, self.base.mlp):
+            for p in group.parameters():
+                p.requires_grad_(trainable)
+
+    def selection_logits(self, xyz: torch.Tensor) -> torch.Tensor:
+        """Per-point scale scores [M, 3] at normalised xyz [M, 3]: sigmoid of the basis output (faithful)
+        or the raw, unbounded basis output (improved)."""
+        products = torch.cat(TensoRF._products(self.select_planes, self.select_lines, xyz), dim=-1)
+        logits = self.select_basis(products)
+        return torch.sigmoid(logits) if self.mode == "faithful" else logits
+
+    def _head_hidden(self, a: torch.Tensor) -> torch.Tensor:
+        """The head up to (excluding) its last layer; ReLU between layers in improved mode."""
+        h = a
+        for layer in self.head[:-1]:
+            h = layer(h)
+            if self.mode == "improved":
+                h = torch.relu(h)
+        return h
+
+    def feature_of_points(self, a: torch.Tensor) -> torch.Tensor:
+        """The head applied per point: a [M, 27] -> [M, 512] (for inspection and tests; rendering
+        never forms this)."""
+        return self.head[-1](self._head_hidden(a))
+
+    def render(self, xyz: torch.Tensor, weights: torch.Tensor, ray_index: torch.Tensor, n_rays: int,
+               viewdirs: torch.Tensor | None = None, with_selection: bool = True) -> dict[str, torch.Tensor]:
+        """Render packed samples to per-ray outputs.
+
+        Args:
+            xyz: [M, 3] normalised box coordinates of the kept samples.
+            weights: [M] their volume-rendering weights w_i; ray_index: [M] their ray.
+            viewdirs: [M, 3] unit view directions; when given, RGB is rendered too.
+            with_selection: render S (skip it when only F is needed, e.g. DINO patches, inference).
+        Returns:
+            {"features": [n_rays, 512], "selection": [n_rays, 3] (if asked), "rgb": [n_rays, 3] (if
+            viewdirs), "acc": [n_rays] accumulated weight}.
+        """
+        a = self.base.appearance_feature(xyz)  # [M, 27]
+        acc = weights.new_zeros(n_rays).index_add(0, ray_index, weights)[:, None]  # [n, 1]
+        if self.mode == "faithful":
+            # affine head: composite a first, then apply each layer with its bias scaled by acc
+            h = composite(a, weights, ray_index, n_rays)
+            for layer in self.head:
+                h = h @ layer.weight.t() + acc * layer.bias
+        else:
+            hidden = composite(self._head_hidden(a), weights, ray_index, n_rays)
+            h = hidden @ self.head[-1].weight.t() + acc * self.head[-1].bias
+        out = {"features": h, "acc": acc[:, 0]}
+        if with_selection:
+            scores = composite(self.selection_logits(xyz), weights, ray_index, n_rays)
+            out["selection"] = torch.softmax(scores, dim=-1)
+        if viewdirs is not None:
+            out["rgb"] = composite(self.base.shade(a, viewdirs), weights, ray_index, n_rays)
+        return out
+
+    def parameter_groups(self, lr_grid: float, lr_network: float, joint: bool,
+                         lr_app_grid: float = 5e-3, lr_app_network: float = 5e-5) -> list[dict]:
+        """Optimiser groups (spec 6.6): head (lr_network), selection planes+lines (lr_grid), selection
+        basis (lr_network); in joint mode also the appearance grids (lr_app_grid), basis and shading
+        MLP (lr_app_network)."""
+        groups = [{"name": "head", "params": list(self.head.parameters()), "lr": lr_network},
+                  {"name": "select_grids", "params": [*self.select_planes, *self.select_lines], "lr": lr_grid},
+                  {"name": "select_basis", "params": list(self.select_basis.parameters()), "lr": lr_network}]
+        if joint:
+            groups += [{"name": "app_grids", "params": [*self.base.appearance_planes, *self.base.appearance_lines],
+                        "lr": lr_app_grid},
+                       {"name": "app_network", "params": [*self.base.basis.parameters(), *self.base.mlp.parameters()],
+                        "lr": lr_app_network}]
+        return groups
