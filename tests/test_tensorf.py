@@ -1,0 +1,103 @@
+"""TensoRF field: lookups against grid_sample, gradients, upsampling, shrinking, TV, occupancy grid."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as nnf
+
+from ovs3d.field.occupancy import OccupancyGrid, build_occupancy
+from ovs3d.field.tensorf import TensoRF, plane_tv, sample_line, sample_plane
+
+BOX = torch.tensor([[-2.0, -2.0, -1.0], [2.0, 2.0, 1.0]])
+
+
+def test_plane_and_line_lookups_match_grid_sample_values_and_gradients() -> None:
+    gen = torch.Generator().manual_seed(0)
+    plane = torch.randn((1, 5, 7, 9), generator=gen, requires_grad=True)
+    uv = torch.rand((300, 2), generator=gen) * 2 - 1
+    uv[:4] = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [1.0, -1.0], [-1.0, 1.0]])
+    ref = nnf.grid_sample(plane, uv.view(1, -1, 1, 2), align_corners=True).view(5, -1).t()
+    ours = sample_plane(plane, uv)
+    assert torch.allclose(ours, ref, atol=1e-6)
+    upstream = torch.randn(ref.shape, generator=gen)
+    (g_ref,) = torch.autograd.grad((ref * upstream).sum(), plane)
+    (g_ours,) = torch.autograd.grad((ours * upstream).sum(), plane)
+    assert torch.allclose(g_ours, g_ref, atol=1e-5)
+
+    line = torch.randn((1, 5, 11, 1), generator=gen)
+    w = torch.rand(300, generator=gen) * 2 - 1
+    grid = torch.stack([torch.zeros_like(w), w], -1).view(1, -1, 1, 2)
+    ref_line = nnf.grid_sample(line, grid, align_corners=True).view(5, -1).t()
+    assert torch.allclose(sample_line(line, w), ref_line, atol=1e-6)
+
+
+def test_shapes_components_and_seeded_init() -> None:
+    a = TensoRF(BOX, (20, 18, 10), generator=torch.Generator().manual_seed(7))
+    b = TensoRF(BOX, (20, 18, 10), generator=torch.Generator().manual_seed(7))
+    assert [tuple(p.shape) for p in a.density_planes] == [(1, 16, 18, 20), (1, 4, 10, 20), (1, 4, 10, 18)]
+    assert [tuple(p.shape) for p in a.appearance_lines] == [(1, 48, 10, 1), (1, 12, 18, 1), (1, 12, 20, 1)]
+    assert a.basis.in_features == 72 and a.basis.out_features == 27 and a.basis.bias is None
+    assert torch.count_nonzero(a.mlp[-1].bias) == 0
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    std = torch.cat([p.detach().flatten() for p in a.density_planes]).std()
+    assert abs(float(std) - 0.1) < 0.01
+    xyz = torch.rand(64, 3) * 2 - 1
+    assert a.density(xyz).shape == (64,) and bool((a.density(xyz) >= 0).all())
+    feat = a.appearance_feature(xyz)
+    rgb = a.shade(feat, torch.nn.functional.normalize(torch.randn(64, 3), dim=-1))
+    assert feat.shape == (64, 27) and rgb.shape == (64, 3) and bool(((rgb > 0) & (rgb < 1)).all())
+    groups = a.parameter_groups(0.02, 1e-4)
+    assert [g["name"] for g in groups] == ["grids", "network"]
+    assert sum(p.numel() for g in groups for p in g["params"]) == sum(p.numel() for p in a.parameters())
+
+
+def test_upsampling_preserves_a_multilinear_field() -> None:
+    field = TensoRF(BOX, (9, 9, 5))
+    with torch.no_grad():   # density feature = (x + 2) * (z + 3) in normalised coordinates: bilinear x linear
+        for p in [*field.density_planes, *field.density_lines]:
+            p.zero_()
+        field.density_planes[0][0, 0] = (torch.linspace(-1, 1, 9) + 2)[None, :].expand(9, 9)
+        field.density_lines[0][0, 0, :, 0] = torch.linspace(-1, 1, 5) + 3
+    xyz = torch.rand(500, 3) * 2 - 1
+    before = field.density(xyz)
+    field.upsample((17, 13, 11))
+    assert field.reso == (17, 13, 11) and tuple(field.density_planes[0].shape) == (1, 16, 13, 17)
+    assert torch.allclose(field.density(xyz), before, atol=1e-5)
+    assert torch.allclose(before, (xyz[:, 0] + 2) * (xyz[:, 2] + 3), atol=1e-5)
+
+
+def test_shrink_keeps_values_inside_the_new_box() -> None:
+    field = TensoRF(BOX, (21, 21, 11), generator=torch.Generator().manual_seed(1))
+    points = torch.rand(400, 3) * torch.tensor([1.5, 1.2, 0.6]) + torch.tensor([-1.0, -0.5, -0.2])
+    sigma, feat = field.density(field.normalize(points)), field.appearance_feature(field.normalize(points))
+    field.shrink(torch.tensor([[-1.0, -0.5, -0.2], [0.5, 0.7, 0.4]]))
+    assert field.box[0, 0] <= -1.0 and field.box[1, 0] >= 0.5 and field.reso[0] < 21
+    assert torch.allclose(field.density(field.normalize(points)), sigma, atol=1e-5)
+    assert torch.allclose(field.appearance_feature(field.normalize(points)), feat, atol=1e-5)
+
+
+def test_tv_of_constant_and_ramp() -> None:
+    assert float(plane_tv(torch.ones(1, 3, 5, 6))) == 0.0
+    ramp = torch.arange(6.0).expand(1, 2, 4, 6)      # horizontal diffs 1, vertical 0
+    assert abs(float(plane_tv(ramp)) - 2.0) < 1e-6
+
+
+def test_occupancy_grid_lookup_and_bounding_box() -> None:
+    mask = torch.zeros(5, 5, 5, dtype=torch.bool)
+    mask[2, 1, 3] = True                              # node (x=3, y=1, z=2)
+    grid = OccupancyGrid(mask, torch.tensor([[0.0, 0.0, 0.0], [4.0, 4.0, 4.0]]))
+    assert torch.allclose(grid.occupied_box(), torch.tensor([[3.0, 1.0, 2.0], [3.0, 1.0, 2.0]]))
+    pts = torch.tensor([[2.5, 0.5, 1.5], [3.5, 1.5, 2.5], [0.5, 3.5, 0.5], [9.0, 1.0, 2.0]])
+    assert grid.occupied(pts).tolist() == [True, True, False, False]
+
+
+def test_build_occupancy_pools_and_thresholds() -> None:
+    field = TensoRF(BOX, (11, 11, 11))
+    with torch.no_grad():
+        for p in [*field.density_planes, *field.density_lines]:
+            p.zero_()
+        field.density_planes[0][0, 0, 5, 5] = 1.0       # a single node (x=5, y=5) ...
+        field.density_lines[0][0, 0, 5, 0] = 1.0        # ... at z=5
+    grid = build_occupancy(field, step=0.01)
+    assert int(grid.mask.sum()) == 27                     # 3x3x3 max-pool of one node
+    assert torch.allclose(grid.occupied_box(), torch.tensor([[-0.4, -0.4, -0.2], [0.4, 0.4, 0.2]]), atol=1e-5)
