@@ -41,7 +41,7 @@ def read_classes(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "the class list does not exist", "write one class prompt per line in this file")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     if not lines:
@@ -58,9 +58,10 @@ def read_classes(path: str | Path) -> list[str]:
 
 
 def annotated_views(seg_dir: Path, n_images: int) -> list[tuple[int, Path]]:
-    """(image index, folder) for each annotated view, sorted by index; names must be integers < n_images."""
-    views = []
-    for folder in sorted(p for p in seg_dir.iterdir() if p.is_dir()):
+    """(image index, folder) for each annotated view, sorted by index; names must be integers < n_images,
+    one folder per index. Hidden folders (name starting with '.') are ignored."""
+    views: dict[int, Path] = {}
+    for folder in sorted(p for p in seg_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
             index = int(folder.name)
         except ValueError:
@@ -69,8 +70,11 @@ def annotated_views(seg_dir: Path, n_images: int) -> list[tuple[int, Path]]:
         if not 0 <= index < n_images:
             raise InputError(folder, f"image index {index} is out of range (the scene has {n_images} images)",
                              "name the folder by the index of its image in sorted order")
-        views.append((index, folder))
-    return sorted(views)
+        if index in views:
+            raise InputError(folder, f"image {index} already has the annotation folder '{views[index].name}'",
+                             "keep one folder per annotated view and merge or delete the other")
+        views[index] = folder
+    return sorted(views.items())
 
 
 def read_mask(path: Path, size: tuple[int, int], source_size: tuple[int, int]) -> np.ndarray:
