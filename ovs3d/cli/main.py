@@ -17,6 +17,7 @@ from ovs3d.errors import InputError, WeightsUnavailableError
 # verb -> module under ovs3d.cli, in the order the data flows.
 VERBS: dict[str, str] = {
     "make-scene": "make_scene",
+    "process-data": "process_data",
     "demo": "demo",
 }
 

@@ -101,3 +101,80 @@ def read_model(path: str | Path) -> SparseModel:
         sizes=np.array([[recon.cameras[im.camera_id].width, recon.cameras[im.camera_id].height] for im in images]),
         models=[recon.cameras[im.camera_id].model.name for im in images],
         points=points, observations=np.array(obs, dtype=np.int64).reshape(-1, 2))
+
+
+Matching = Literal["exhaustive", "sequential"]
+Mapper = Literal["incremental", "global"]
+SFM_CAMERA_MODEL = "SIMPLE_PINHOLE"
+SFM_SEED = 0
+
+
+class quiet_logs:
+    """Context manager: pycolmap's own log lines (glog) shown only from ERROR up, restored after."""
+
+    def __enter__(self):
+        self.pycolmap = import_pycolmap()
+        self.level = self.pycolmap.logging.minloglevel
+        self.pycolmap.logging.minloglevel = 2
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pycolmap.logging.minloglevel = self.level
+
+
+def extract_features(database: Path, image_dir: Path, focal_prior: float | None, size: tuple[int, int]) -> None:
+    """SIFT features of every image of ``image_dir`` into ``database``, on the CPU.
+
+    All images share one ``SIMPLE_PINHOLE`` camera (f, cx, cy) of ``size`` = (W, H); ``focal_prior`` (pixels,
+    e.g. from EXIF) seeds f, else COLMAP's default 1.2 * max(W, H). Lens distortion is not modelled:
+    ovs3d's cameras are pinholes.
+    """
+    pycolmap = import_pycolmap()
+    reader = pycolmap.ImageReaderOptions(camera_model=SFM_CAMERA_MODEL)
+    if focal_prior is not None:
+        reader.camera_params = f"{focal_prior},{size[0] / 2},{size[1] / 2}"
+    pycolmap.extract_features(str(database), str(image_dir), camera_mode=pycolmap.CameraMode.SINGLE,
+                              reader_options=reader, device=pycolmap.Device.cpu)
+
+
+def match_features(database: Path, matching: Matching) -> None:
+    """Match and geometrically verify image pairs: all pairs (``exhaustive``), or each image with its
+    next ones in name order (``sequential``, for video frames)."""
+    pycolmap = import_pycolmap()
+    if matching == "exhaustive":
+        pycolmap.match_exhaustive(str(database), device=pycolmap.Device.cpu)
+    elif matching == "sequential":
+        pycolmap.match_sequential(str(database), device=pycolmap.Device.cpu)
+    else:
+        raise ValueError(f"unknown matching {matching!r}")
+
+
+def map_images(database: Path, image_dir: Path, scratch: Path, mapper: Mapper, model_dir: Path,
+               on_registered: Callable[[], None] | None = None) -> int:
+    """Recover poses and sparse points; write the largest reconstruction (most registered images) to
+    ``model_dir`` in COLMAP's binary format and return its number of registered images (0: none).
+
+    ``incremental``: COLMAP's incremental mapper (``on_registered`` is called after each new image);
+    ``global``: GLOMAP's global mapper (rotation averaging + global positioning), merged into COLMAP 3.12+.
+    """
+    pycolmap = import_pycolmap()
+    scratch.mkdir(parents=True, exist_ok=True)
+    if mapper == "incremental":
+        options = pycolmap.IncrementalPipelineOptions(random_seed=SFM_SEED)
+        models = pycolmap.incremental_mapping(str(database), str(image_dir), str(scratch), options,
+                                              next_image_callback=on_registered)
+    elif mapper == "global":
+        options = pycolmap.GlobalPipelineOptions(random_seed=SFM_SEED)
+        models = pycolmap.global_mapping(str(database), str(image_dir), str(scratch), options)
+    else:
+        raise ValueError(f"unknown mapper {mapper!r}")
+    if not models:
+        return 0
+    largest = max(models.values(), key=lambda r: r.num_reg_images())
+    model_dir.mkdir(parents=True, exist_ok=True)
+    largest.write(str(model_dir))
+    return largest.num_reg_images()
+
+
+def pycolmap_version() -> str:
+    return str(import_pycolmap().__version__)
