@@ -49,9 +49,9 @@ def test_loads_like_a_real_scene(synthetic_scene):
     assert scene.classes == PROMPTS
     assert scene.annotations.views == [0, 5, 10, 15]
     assert scene.annotations.labels.shape == (4, 72, 96, 7)
-    # The masks partition every annotated image, and every class is visible in every annotated view.
+    # The masks partition every annotated image, and every class is clearly visible in every annotated view.
     assert np.all(scene.annotations.labels.sum(-1) == 1)
-    assert np.all(scene.annotations.labels.sum((1, 2)) > 0)
+    assert scene.annotations.labels.sum((1, 2)).min() >= 50  # pixels of the least visible class (96x72)
     assert scene.bounds.min() == pytest.approx(1 / 0.75, rel=1e-6)
     # Objects between ~2 and ~8 units from the cameras (world units, before the loader's scaling).
     raw = np.load(synthetic_scene / "poses_bounds.npy")[:, 15:]

@@ -2,10 +2,11 @@
 
 Five objects of distinct colours and materials stand on a wooden floor (the plane y = 0) in front of
 a stone wall (the plane z = -8.5), lit by one directional light with hard shadows. An LLFF-like grid
-of nearby cameras (about 2.2 units above the floor, looking down ~20 degrees at the middle of the
-scene) sees the objects at depths of roughly 2.5 to 7 units and the wall behind them. Every pixel
-centre ray hits exactly one of the 7 primitives, so the class masks partition each image as in the
-3D-OVS dataset. Rendering is ``ovs3d.scene.raytrace`` (exact intersections, Lambert + ambient +
+of nearby cameras (about 3 units above the floor, looking down ~27 degrees at the middle of the
+scene) sees the objects at depths of roughly 4 to 8 units, the floor from depth ~3.6 (the near
+bound) and the wall behind them (far bound ~9.7). The back objects show above the front ones. Every
+pixel-centre ray hits exactly one of the 7 primitives, so the class masks partition each image as in
+the 3D-OVS dataset. Rendering is ``ovs3d.scene.raytrace`` (exact intersections, Lambert + ambient +
 specular, solid procedural textures).
 
 Output (the 3D-OVS / LLFF layout, loadable by ``ovs3d.scene.scene.load_scene``)::
@@ -42,14 +43,14 @@ from ovs3d.scene.raytrace import first_hits, shade
 
 FLOOR_Y = 0.0
 WALL_Z = -8.5
-CAMERA_HEIGHT = 2.2
+CAMERA_HEIGHT = 3.0
 LOOK_AT = np.array([0.0, 0.3, -5.2])
 LIGHT_DIR = np.array([-0.45, 1.0, 0.55]) / np.linalg.norm([-0.45, 1.0, 0.55])
 AMBIENT = 0.35
 FOCAL_PER_WIDTH = 0.8  # horizontal field of view 2 atan(1 / 1.6) = 64 degrees
 # (x, z) of the five object slots: two in front, one in the middle, two at the back, spread sideways
 # so that every object is visible from every camera.
-SLOTS = np.array([[-1.6, -3.6], [1.5, -3.9], [-0.1, -5.2], [-2.3, -6.8], [2.4, -6.6]])
+SLOTS = np.array([[-1.4, -3.6], [1.3, -3.9], [0.0, -5.3], [-1.5, -7.0], [1.5, -6.8]])
 
 
 @dataclass
