@@ -130,3 +130,9 @@ def test_make_scene_refuses_a_non_empty_folder(tmp_path, capsys):
     assert str(out) in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "precious"
     assert [p.name for p in tmp_path.iterdir()] == ["taken"]  # nothing rendered beside it either
+
+
+def test_make_scene_rejects_a_degenerate_size(tmp_path):
+    with pytest.raises(InputError, match="--n-views >= 2"):
+        make_synthetic_scene(tmp_path / "s", n_views=1)
+    assert list(tmp_path.iterdir()) == []

@@ -238,7 +238,7 @@ def make_synthetic_scene(out: str | Path, seed: int = 0, n_views: int = 24, widt
     if n_views < 2 or width < 16 or height < 16 or n_annotated < 1 or supersample < 1:
         raise InputError(None, f"invalid scene size (n_views={n_views}, {width}x{height}, n_annotated="
                          f"{n_annotated}, supersample={supersample})",
-                         "use at least 2 views, 16x16 pixels, 1 annotated view and supersample >= 1")
+                         "use --n-views >= 2, --width and --height >= 16, --n-annotated >= 1, --supersample >= 1")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
