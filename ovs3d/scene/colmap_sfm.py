@@ -107,6 +107,7 @@ Matching = Literal["exhaustive", "sequential"]
 Mapper = Literal["incremental", "global"]
 SFM_CAMERA_MODEL = "SIMPLE_PINHOLE"
 SFM_SEED = 0
+RELAXED_MIN_INLIERS, RELAXED_MIN_INLIER_RATIO = 15, 0.1
 
 
 class quiet_logs:
@@ -154,23 +155,44 @@ def map_images(database: Path, image_dir: Path, scratch: Path, mapper: Mapper, m
     """Recover poses and sparse points; write the largest reconstruction (most registered images) to
     ``model_dir`` in COLMAP's binary format and return its number of registered images (0: none).
 
-    ``incremental``: COLMAP's incremental mapper (``on_registered`` is called after each new image);
+    ``incremental``: COLMAP's incremental mapper (``on_registered`` is called after each new image).
+    When it leaves images out (it splits weakly connected captures into several models), it runs once
+    more with relaxed absolute-pose thresholds (>= 15 inliers, inlier ratio >= 0.1, instead of 30 and
+    0.25) and keeps the run that poses more images;
     ``global``: GLOMAP's global mapper (rotation averaging + global positioning), merged into COLMAP 3.12+.
     """
     pycolmap = import_pycolmap()
-    scratch.mkdir(parents=True, exist_ok=True)
+    n_images = len(list(image_dir.iterdir()))
     if mapper == "incremental":
-        options = pycolmap.IncrementalPipelineOptions(random_seed=SFM_SEED)
-        models = pycolmap.incremental_mapping(str(database), str(image_dir), str(scratch), options,
-                                              next_image_callback=on_registered)
+        largest = None
+        for attempt, relaxed in enumerate((False, True)):
+            options = pycolmap.IncrementalPipelineOptions(random_seed=SFM_SEED)
+            if relaxed:
+                options.mapper.abs_pose_min_num_inliers = RELAXED_MIN_INLIERS
+                options.mapper.abs_pose_min_inlier_ratio = RELAXED_MIN_INLIER_RATIO
+            output = scratch / f"incremental-{attempt}"
+            output.mkdir(parents=True, exist_ok=True)
+            models = pycolmap.incremental_mapping(str(database), str(image_dir), str(output), options,
+                                                  next_image_callback=None if relaxed else on_registered)
+            best = max(models.values(), key=lambda r: r.num_reg_images(), default=None)
+            if best is not None and (largest is None or best.num_reg_images() > largest.num_reg_images()):
+                largest = best
+            if largest is not None and largest.num_reg_images() == n_images:
+                break
+            if not relaxed:
+                print(f"incremental mapping posed {largest.num_reg_images() if largest else 0} of {n_images} "
+                      f"images; retrying with relaxed registration (>= {RELAXED_MIN_INLIERS} inliers, "
+                      f"inlier ratio >= {RELAXED_MIN_INLIER_RATIO})", flush=True)
     elif mapper == "global":
+        output = scratch / "global"
+        output.mkdir(parents=True, exist_ok=True)
         options = pycolmap.GlobalPipelineOptions(random_seed=SFM_SEED)
-        models = pycolmap.global_mapping(str(database), str(image_dir), str(scratch), options)
+        models = pycolmap.global_mapping(str(database), str(image_dir), str(output), options)
+        largest = max(models.values(), key=lambda r: r.num_reg_images(), default=None)
     else:
         raise ValueError(f"unknown mapper {mapper!r}")
-    if not models:
+    if largest is None:
         return 0
-    largest = max(models.values(), key=lambda r: r.num_reg_images())
     model_dir.mkdir(parents=True, exist_ok=True)
     largest.write(str(model_dir))
     return largest.num_reg_images()
