@@ -1,0 +1,157 @@
+"""Feature cache: float16 memmap round trip, meta-keyed invalidation, resume after an interruption."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ovs3d.features import cache
+from ovs3d.features.builtin import ColorWordEncoder
+from ovs3d.features.encoders import ClipConfig, DinoConfig
+from ovs3d.features.extract import (ExtractConfig, ResolutionConfig, extract_clip, extract_dino, feature_size,
+                                    store_grid)
+from ovs3d.io.images import write_png
+from features_helpers import single_thread  # noqa: F401  (autouse)
+
+
+@pytest.fixture
+def tiny_scene(tmp_path) -> Path:
+    """Three 40x32 images: left half red, right half blue, shifted per image."""
+    root = tmp_path / "scene"
+    for i in range(3):
+        image = np.zeros((32, 40, 3), np.float32)
+        image[:, : 16 + 4 * i] = (0.85, 0.1, 0.1)
+        image[:, 16 + 4 * i:] = (0.15, 0.3, 0.85)
+        write_png(root / "images" / f"{i:02d}.png", image)
+    return root
+
+
+def builtin_config(**pyramid) -> ExtractConfig:
+    cfg = ExtractConfig(clip=ClipConfig(kind="builtin"), dino=DinoConfig(kind="builtin"))
+    cfg.pyramid.jitter = pyramid.get("jitter", True)
+    cfg.pyramid.seed = pyramid.get("seed", 0)
+    cfg.pyramid.divisors = (2, 3, 4)  # few crops on 40x32 images: fast
+    return cfg
+
+
+def test_feature_size_policy():
+    assert feature_size((504, 378), ResolutionConfig()) == (504, 378)
+    assert feature_size((4032, 3024), ResolutionConfig()) == (504, 378)
+    assert feature_size((504, 378), ResolutionConfig(downsample=2)) == (252, 189)
+    assert feature_size((504, 378), ResolutionConfig(width=252)) == (252, 189)
+
+
+def test_round_trip_memmap_float16(tiny_scene):
+    cfg = builtin_config()
+    folder = extract_clip(tiny_scene, cfg)
+    assert folder.parent == tiny_scene / "features" and folder.name.startswith("clip-builtin-")
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["encoder"] == "builtin-color-words (not CLIP)"
+    assert meta["shape"] == [3, ColorWordEncoder.embedding_dim, 16, 20]
+    maps = cache.FeatureMaps(folder)
+    assert len(maps) == 3
+    array = maps.maps[1]
+    assert isinstance(array, np.memmap) and array.dtype == np.float16 and array.shape == (3, 13, 16, 20)
+    norms = np.linalg.norm(array.astype(np.float32), axis=1)
+    np.testing.assert_allclose(norms, 1.0, atol=2e-3)
+    # bilinear sampling at a cell centre returns that cell (renormalised)
+    got = maps.sample(1, np.array([(3 + 0.5) / 20]), np.array([(5 + 0.5) / 16]))
+    want = torch.from_numpy(array[:, :, 5, 3].astype(np.float32))
+    assert got.shape == (1, 3, 13)
+    assert torch.allclose(got[0], want / want.norm(dim=-1, keepdim=True), atol=1e-4)
+
+
+def test_same_seed_same_features_and_reuse(tiny_scene, tmp_path):
+    cfg = builtin_config(seed=3)
+    folder = extract_clip(tiny_scene, cfg)
+    stamps = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.npy")}
+    assert extract_clip(tiny_scene, cfg) == folder
+    assert {p.name: p.stat().st_mtime_ns for p in folder.glob("*.npy")} == stamps  # reused, not rewritten
+    other = extract_clip(tiny_scene, builtin_config(seed=4))
+    assert other != folder  # another config gets its own folder
+    copy = tmp_path / "copy"
+    (copy / "images").mkdir(parents=True)
+    for p in (tiny_scene / "images").iterdir():
+        (copy / "images" / p.name).write_bytes(p.read_bytes())
+    again = extract_clip(copy, cfg)
+    for name in stamps:
+        np.testing.assert_array_equal(np.load(folder / name), np.load(again / name))
+
+
+def test_changed_images_invalidate_the_cache(tiny_scene):
+    cfg = builtin_config()
+    folder = extract_clip(tiny_scene, cfg)
+    before = np.load(folder / "00.npy")
+    image = np.zeros((32, 40, 3), np.float32)
+    image[:] = (0.15, 0.6, 0.2)  # all green now
+    write_png(tiny_scene / "images" / "00.png", image)
+    os.utime(tiny_scene / "images" / "00.png", ns=(1, 1))
+    assert not cache.is_complete(folder, {"key": json.loads((folder / "meta.json").read_text())["key"],
+                                          "images": cache.image_records(sorted((tiny_scene / "images").iterdir()))})
+    assert extract_clip(tiny_scene, cfg) == folder
+    after = np.load(folder / "00.npy")
+    assert not np.allclose(before, after)
+    assert json.loads((folder / "meta.json").read_text())["images"][0]["mtime_ns"] == 1
+
+
+class Interrupted(Exception):
+    """Stands for a kill in the middle of image 2."""
+
+
+def test_interrupted_extraction_resumes(tiny_scene, monkeypatch):
+    cfg = builtin_config()
+    import ovs3d.features.extract as extract_module
+
+    calls = []
+    killed = []
+    real = extract_module.extract_hierarchy
+
+    def failing(image, encoder, config, image_index=0):
+        calls.append(image_index)
+        if image_index == 2 and not killed:
+            killed.append(True)
+            raise Interrupted
+        return real(image, encoder, config, image_index)
+
+    monkeypatch.setattr(extract_module, "extract_hierarchy", failing)
+    with pytest.raises(Interrupted):
+        extract_clip(tiny_scene, cfg)
+    folder = next((tiny_scene / "features").iterdir())
+    assert sorted(p.name for p in folder.glob("*.npy")) == ["00.npy", "01.npy"]
+    assert not list(folder.glob("*.tmp")) and not cache.is_complete(folder)
+    calls.clear()
+    extract_clip(tiny_scene, cfg)
+    assert calls == [2]  # only the missing image was computed
+    assert cache.is_complete(folder)
+
+
+def test_truncated_file_is_recomputed(tiny_scene):
+    cfg = builtin_config()
+    folder = extract_clip(tiny_scene, cfg)
+    (folder / "01.npy").write_bytes(b"garbage")
+    assert not cache.is_complete(folder)
+    extract_clip(tiny_scene, cfg)
+    assert np.load(folder / "01.npy").shape == (3, 13, 16, 20)
+
+
+def test_dino_maps_cached_in_their_own_folder(tiny_scene):
+    cfg = builtin_config()
+    folder = extract_dino(tiny_scene, cfg)
+    assert folder.name.startswith("dino-builtin-")
+    maps = cache.FeatureMaps(folder)
+    assert maps.encoder == "builtin-color-texture (not DINO)"
+    assert maps.maps[0].shape == (16, 4, 5) and maps.maps[0].dtype == np.float16
+    assert extract_dino(tiny_scene, cfg) == folder
+
+
+def test_store_grid_area_mean_then_normalise():
+    h = torch.rand(3, 4, 6, 8)
+    out = store_grid(h, 2)
+    assert out.shape == (3, 4, 3, 4)
+    block = h[:, :, 2:4, 4:6].mean(dim=(2, 3))
+    assert torch.allclose(out[:, :, 1, 2], block / block.norm(dim=1, keepdim=True), atol=1e-6)
