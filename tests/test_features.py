@@ -99,3 +99,123 @@ def test_builtin_argmax_accuracy_on_synthetic_scene(synthetic_scene):
     result = evaluate_3dovs(np.stack(labels), ann.labels, ann.views, ann.classes)
     assert min(result.accuracy_per_view) >= 0.90, result.accuracy_per_view
     assert result.miou >= 0.65, result.miou_per_view
+
+
+# ---- real backends, random weights saved to a temporary file ------------------------------------------
+
+TINY_CLIP = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16},
+             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_weights(tmp_path_factory):
+    """A registered 2-layer open_clip architecture and its random weights as a torch.save state dict."""
+    import json
+
+    open_clip = pytest.importorskip("open_clip")
+    folder = tmp_path_factory.mktemp("clip")
+    (folder / "ovs3d-test-tiny.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(folder / "ovs3d-test-tiny.json")
+    torch.manual_seed(0)
+    model = open_clip.create_model("ovs3d-test-tiny")
+    torch.save(model.state_dict(), folder / "tiny.pt")
+    return folder / "tiny.pt", model.eval()
+
+
+def test_openclip_loads_a_weights_file_and_is_deterministic(tiny_clip_weights):
+    path, reference = tiny_clip_weights
+    config = ClipConfig(model="ovs3d-test-tiny", weights=path)
+    a = build_image_text_encoder(config, torch.device("cpu"))
+    b = build_image_text_encoder(config, torch.device("cpu"))
+    assert isinstance(a, ImageTextEncoder) and a.name == "openclip ovs3d-test-tiny (tiny.pt)"
+    assert a.embedding_dim == 32 and a.input_size == 32
+    crops = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    emb = a.encode_images(crops)
+    assert emb.shape == (3, 32) and emb.dtype == torch.float32
+    assert torch.equal(emb, b.encode_images(crops))
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        want = reference.encode_image((crops - mean) / std)
+    assert torch.allclose(emb, want, atol=1e-5)  # the file's weights, CLIP's normalisation
+    text = a.encode_texts(["red ball", "blue box"])
+    assert text.shape == (2, 32) and text.dtype == torch.float32
+    assert not torch.allclose(text[0], text[1])
+
+
+def test_openclip_preprocess_resizes_short_side_and_centre_crops(tiny_clip_weights):
+    enc = build_image_text_encoder(ClipConfig(model="ovs3d-test-tiny", weights=tiny_clip_weights[0]), torch.device("cpu"))
+    wide = torch.rand(1, 3, 16, 24)
+    out = enc.preprocess(wide)
+    assert out.shape == (1, 3, 32, 32)
+    resized = torch.nn.functional.interpolate(wide, size=(32, 48), mode="bicubic", antialias=True).clamp(0, 1)
+    assert torch.allclose(out * enc.std + enc.mean, resized[..., 8:40], atol=1e-6)
+
+
+def test_openclip_rejects_a_prompt_longer_than_the_context(tiny_clip_weights):
+    enc = build_image_text_encoder(ClipConfig(model="ovs3d-test-tiny", weights=tiny_clip_weights[0]), torch.device("cpu"))
+    with pytest.raises(InputError, match="more than CLIP's context of 77"):
+        enc.encode_texts(["red " * 80])
+
+
+def test_openclip_vit_b16_from_a_safetensors_file(tmp_path):
+    """The paper's architecture through the real loading path (tag openai -> QuickGELU, OpenAI mean/std)."""
+    open_clip = pytest.importorskip("open_clip")
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-16", force_quick_gelu=True)
+    save_file(model.state_dict(), tmp_path / "vit_b16.safetensors")
+    enc = build_image_text_encoder(ClipConfig(weights=tmp_path / "vit_b16.safetensors"), torch.device("cpu"))
+    assert enc.embedding_dim == 512 and enc.input_size == 224
+    emb = enc.encode_images(torch.rand(2, 3, 37, 37, generator=torch.Generator().manual_seed(0)))
+    assert emb.shape == (2, 512) and torch.isfinite(emb).all()
+    assert enc.encode_texts(["brown wooden floor"]).shape == (1, 512)
+
+
+def test_missing_weights_fail_fast_naming_the_option(monkeypatch, tmp_path):
+    from ovs3d.errors import WeightsUnavailableError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hub"))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.cache/clip either
+    with pytest.raises(WeightsUnavailableError, match="ViT-B-16.*--clip.weights"):
+        build_image_text_encoder(ClipConfig(), torch.device("cpu"))
+    with pytest.raises(WeightsUnavailableError, match="vit_base_patch8_224.dino.*--dino.weights"):
+        build_dense_extractor(DinoConfig(), torch.device("cpu"))
+    with pytest.raises(InputError, match="does not exist"):
+        build_image_text_encoder(ClipConfig(weights=tmp_path / "nope.pt"), torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def small_dino_weights(tmp_path_factory):
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_small_patch8_224.dino", pretrained=False, num_classes=0)
+    path = tmp_path_factory.mktemp("dino") / "dino_small.safetensors"
+    save_file(model.state_dict(), path)
+    return path, model.eval()
+
+
+def test_timm_dino_last_block_before_norm_any_multiple_of_8(small_dino_weights):
+    path, reference = small_dino_weights
+    ext = build_dense_extractor(DinoConfig(model="vit_small_patch8_224.dino", weights=path), torch.device("cpu"))
+    assert isinstance(ext, DenseFeatureExtractor) and ext.stride == 8 and ext.feature_dim == 384
+    images = torch.rand(2, 3, 40, 56, generator=torch.Generator().manual_seed(2))
+    out = ext.extract(images)
+    assert out.shape == (2, 384, 5, 7) and out.dtype == torch.float32
+    assert torch.equal(out, ext.extract(images))
+    # by hand: patch embedding + interpolated position embedding, all blocks, no final norm, drop CLS
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    reference.set_input_size(img_size=(40, 56))
+    with torch.no_grad():
+        x = reference.patch_embed((images - mean) / std)
+        x = reference._pos_embed(x)
+        x = reference.blocks(reference.norm_pre(x))
+    want = x[:, reference.num_prefix_tokens:].reshape(2, 5, 7, 384).permute(0, 3, 1, 2)
+    assert torch.allclose(out, want, atol=1e-4)
+    with pytest.raises(InputError, match="multiple of the patch size 8"):
+        ext.extract(torch.rand(1, 3, 36, 56))

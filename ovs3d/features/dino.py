@@ -1,0 +1,101 @@
+"""timm backend of the dense slot (paper: DINO ViT-B/8 = ``vit_base_patch8_224.dino``), never torch.hub.
+
+Feature (method spec section 5): the output tokens of the LAST transformer block, before the final
+LayerNorm, class (and any register) tokens dropped: [B, D, H / p, W / p] for patch size p.
+``forward_intermediates(indices=1, norm=False)`` gives exactly that. The model is built with
+``dynamic_img_size`` so any input whose sides are multiples of p works (the position embedding is
+interpolated). Input normalisation: the model's mean/std (ImageNet for DINO).
+
+Weights, in order: ``--dino.weights`` (safetensors or a state dict), the local hub cache, a download
+when the hub answers; otherwise ``WeightsUnavailableError`` at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ovs3d.errors import InputError, WeightsUnavailableError
+from ovs3d.features.encoders import DinoConfig, cached_hub_file, hub_reachable, resolve_precision
+
+
+def import_timm():
+    try:
+        import timm
+    except ImportError as exc:
+        raise ImportError("the timm DINO extractor needs timm: `pip install timm`, or use --dino.kind builtin "
+                          "(weight-free, not DINO)") from exc
+    return timm
+
+
+def locate_timm_weights(model: str) -> str:
+    """A local file with the pretrained weights of timm ``model``: hub cache, or a download when the hub
+    is reachable; else WeightsUnavailableError naming the model and ``--dino.weights``."""
+    timm = import_timm()
+    cfg = timm.models.get_pretrained_cfg(model)
+    repo = cfg.hf_hub_id if cfg is not None else None
+    missing = WeightsUnavailableError(
+        f"DINO weights '{model}' are not in the local cache and cannot be downloaded (no connection to the "
+        f"model hub). Fix: download them once on a connected machine, or pass a local weights file with "
+        f"--dino.weights PATH (or use --dino.kind builtin, weight-free and not DINO)")
+    if not repo:
+        raise missing
+    found = cached_hub_file(repo, ["model.safetensors", "pytorch_model.bin"])
+    if found is not None:
+        return str(found)
+    if not hub_reachable():
+        raise missing
+    from huggingface_hub import hf_hub_download
+
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        try:
+            return hf_hub_download(repo, filename)
+        except Exception:  # network and missing-file errors come in many types
+            continue
+    raise missing
+
+
+class TimmDinoExtractor:
+    """DINO through timm: ``extract`` [B, 3, H, W] in [0, 1] -> [B, D, H / stride, W / stride]."""
+
+    def __init__(self, config: DinoConfig, device: torch.device):
+        timm = import_timm()
+        base = config.model.split(".")[0]
+        if not timm.is_model(base):
+            raise InputError(None, f"unknown timm model '{config.model}'",
+                             "pass a timm ViT name to --dino.model, e.g. vit_base_patch8_224.dino")
+        checkpoint = str(config.weights) if config.weights is not None else locate_timm_weights(config.model)
+        try:
+            model = timm.create_model(config.model, pretrained=True, pretrained_cfg_overlay={"file": checkpoint},
+                                      dynamic_img_size=True, num_classes=0)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise InputError(checkpoint, f"the weights do not load into {config.model} ({str(exc)[:300]})",
+                             "pass weights made for --dino.model, or the matching --dino.model") from exc
+        if not hasattr(model, "forward_intermediates"):
+            raise InputError(None, f"timm model '{config.model}' has no forward_intermediates",
+                             "use a timm ViT, e.g. vit_base_patch8_224.dino")
+        self.device = torch.device(device)
+        self.dtype = resolve_precision(config.precision, self.device)
+        self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
+        patch = model.patch_embed.patch_size
+        self.stride = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
+        self.feature_dim = int(model.embed_dim)
+        mean, std = model.pretrained_cfg.get("mean"), model.pretrained_cfg.get("std")
+        self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
+        source = Path(config.weights).name if config.weights is not None else "hub"
+        self.name = f"timm {config.model} ({source})"
+
+    @torch.no_grad()
+    def extract(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] in [0, 1], H and W multiples of the patch size -> [B, D, H/p, W/p] float32:
+        last block's tokens before the final norm, prefix tokens dropped."""
+        h, w = images.shape[-2:]
+        if h % self.stride or w % self.stride:
+            raise InputError(None, f"image size {w}x{h} is not a multiple of the patch size {self.stride}",
+                             f"resize or crop the images to multiples of {self.stride}")
+        x = ((images.to(self.device, torch.float32) - self.mean) / self.std).to(self.dtype)
+        (last,) = self.model.forward_intermediates(x, indices=1, norm=False, output_fmt="NCHW",
+                                                   intermediates_only=True)
+        return last.float()
