@@ -58,8 +58,8 @@ def test_bird_subset_registers_and_matches_the_reference_poses(tmp_path, capsys)
     rows = np.load(out / "poses_bounds.npy")
     c2w = llff_to_ovs3d(rows[:, :15].reshape(-1, 3, 5)[:, :, :4])
     errors, spread = aligned_error(c2w[:, :, 3], ref[:, :, 3])
-    # Measured over runs: mean 0.047-0.054, max 0.077-0.099 of the spread.
-    assert errors.mean() / spread < 0.12 and errors.max() / spread < 0.25
+    # Measured (deterministic, seeded RANSAC and mapper): mean 0.038, max 0.070 of the spread.
+    assert errors.mean() / spread < 0.08 and errors.max() / spread < 0.15
     # Rotations relative to the first view (the arc turns the camera by about 54 degrees); measured
     # errors 0.3-2.7 degrees.
     ours = np.einsum("ji,njk->nik", c2w[0, :, :3], c2w[:, :, :3])
@@ -80,7 +80,7 @@ def test_bird_subset_registers_and_matches_the_reference_poses(tmp_path, capsys)
 
 def test_bird_consecutive_frames_register(tmp_path):
     """12 consecutive video frames (a few degrees of arc) all register; their centres agree with the
-    reference less closely (measured mean 0.11, max 0.38 of the spread) because the baseline is tiny."""
+    reference less closely (measured mean 0.10, max 0.37 of the spread) because the baseline is tiny."""
     bird = shared_scene("bird_360")
     photos = link_photos(tmp_path / "photos", sorted((bird / "images").iterdir())[:12])
     report = process_data(tmp_path / "scene", images=photos,
@@ -89,7 +89,7 @@ def test_bird_consecutive_frames_register(tmp_path):
     ref_c2w, _, _ = read_poses_bounds(bird / "poses_bounds.npy", 184)
     c2w = load_colmap(tmp_path / "scene").cameras.c2w.numpy()
     errors, spread = aligned_error(c2w[:, :, 3], ref_c2w[:12, :, 3])
-    assert errors.mean() / spread < 0.2
+    assert errors.mean() / spread < 0.15
 
 
 def noise_photos(folder: Path, n: int, size: tuple[int, int] = (64, 48)) -> list[Path]:

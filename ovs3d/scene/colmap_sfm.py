@@ -140,12 +140,14 @@ def extract_features(database: Path, image_dir: Path, focal_prior: float | None,
 
 def match_features(database: Path, matching: Matching) -> None:
     """Match and geometrically verify image pairs: all pairs (``exhaustive``), or each image with its
-    next ones in name order (``sequential``, for video frames)."""
+    next ones in name order (``sequential``, for video frames). RANSAC is seeded."""
     pycolmap = import_pycolmap()
+    verification = pycolmap.TwoViewGeometryOptions()
+    verification.ransac.random_seed = SFM_SEED
     if matching == "exhaustive":
-        pycolmap.match_exhaustive(str(database), device=pycolmap.Device.cpu)
+        pycolmap.match_exhaustive(str(database), verification_options=verification, device=pycolmap.Device.cpu)
     elif matching == "sequential":
-        pycolmap.match_sequential(str(database), device=pycolmap.Device.cpu)
+        pycolmap.match_sequential(str(database), verification_options=verification, device=pycolmap.Device.cpu)
     else:
         raise ValueError(f"unknown matching {matching!r}")
 
