@@ -155,3 +155,31 @@ def test_store_grid_area_mean_then_normalise():
     assert out.shape == (3, 4, 3, 4)
     block = h[:, :, 2:4, 4:6].mean(dim=(2, 3))
     assert torch.allclose(out[:, :, 1, 2], block / block.norm(dim=1, keepdim=True), atol=1e-6)
+
+
+def test_cli_extract_then_relevancy(tiny_scene, tmp_path):
+    """``ovs3d extract`` fills both caches; ``ovs3d relevancy`` reads the view from the cache and writes
+    one map per (scale, class) plus the sheet; a view out of range is a clear error (exit 2)."""
+    from ovs3d.cli.main import entrypoint
+
+    common = ["--clip.kind", "builtin", "--dino.kind", "builtin", "--pyramid.divisors", "2", "3", "4"]
+    entrypoint(["extract", "--data", str(tiny_scene), *common])
+    folders = sorted(p.name.split("-")[0] for p in (tiny_scene / "features").iterdir())
+    assert folders == ["clip", "dino"]
+    classes = tmp_path / "classes.txt"
+    classes.write_text("red ball\nblue box\n")
+    out = tmp_path / "rel"
+    entrypoint(["relevancy", "--data", str(tiny_scene), "--view", "1", "--classes-file", str(classes),
+                "--out", str(out), *common])
+    assert sorted(p.name for p in out.glob("*_*.png")) == [f"{s}_{c}.png" for s in range(3) for c in range(2)]
+    index = json.loads((out / "index.json").read_text())
+    assert index["encoder"] == "builtin-color-words (not CLIP)" and index["classes"] == ["red ball", "blue box"]
+    from PIL import Image
+
+    red = np.asarray(Image.open(out / "0_0.png"))
+    assert red[:, :8].mean(axis=(0, 1))[0] > red[:, -8:].mean(axis=(0, 1))[0]  # red is hot on the left
+    assert (out / "sheet.png").is_file()
+    with pytest.raises(SystemExit) as exit_info:
+        entrypoint(["relevancy", "--data", str(tiny_scene), "--view", "7", "--classes-file", str(classes),
+                    "--out", str(out), *common])
+    assert exit_info.value.code == 2

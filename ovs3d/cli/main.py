@@ -18,6 +18,8 @@ from ovs3d.errors import InputError, WeightsUnavailableError
 VERBS: dict[str, str] = {
     "make-scene": "make_scene",
     "process-data": "process_data",
+    "extract": "extract",
+    "relevancy": "relevancy",
     "demo": "demo",
 }
 

@@ -198,3 +198,46 @@ def extract_dino(scene_root: str | Path, config: ExtractConfig, extractor: Dense
             return normalize(extractor.extract(image[None]).float(), dim=1)[0].cpu().numpy()
 
     return cache.fill_cache(folder, meta, paths, tuple(meta["shape"]), compute, progress)
+
+
+def view_hierarchy(scene_root: str | Path, config: ExtractConfig, view: int, encoder: ImageTextEncoder) -> torch.Tensor:
+    """The stored CLIP hierarchy [S, D, h', w'] (float32, normalised) of one image: read from the cache
+    when present there, else computed for this image only and saved into the cache (so a later
+    ``extract`` reuses it)."""
+    scene_root = Path(scene_root)
+    paths = scene_images(scene_root)
+    if not 0 <= view < len(paths):
+        raise InputError(scene_root / "images", f"view {view} does not exist (the scene has {len(paths)} images)",
+                         f"pass --view between 0 and {len(paths) - 1}")
+    folder, source = clip_source(scene_root, config, paths)
+    meta = clip_meta(source, config, encoder)
+    target = cache.feature_path(folder, paths[view])
+    if not (cache.prepare_folder(folder, meta) and cache.header_matches(target, tuple(meta["shape"]))):
+        size = tuple(source["key"]["resolution"])
+        image = load_image(paths[view], size, encoder.device)
+        hierarchy = extract_hierarchy(image, encoder, config.pyramid, image_index=view)
+        cache.save_array(target, store_grid(hierarchy, config.store_stride).cpu().numpy())
+    return torch.from_numpy(np.load(target).astype(np.float32))
+
+
+def extract_features(scene_root: str | Path, config: ExtractConfig, log: Callable[[str], None] = print) -> dict:
+    """Fill the CLIP (and, unless ``skip_dino``, DINO) caches of a scene, logging progress; returns
+    {"clip": folder, "dino": folder or None}."""
+    import time
+
+    start = time.perf_counter()
+
+    def progress(index: int, total: int, reused: bool) -> None:
+        state = "cached" if reused else f"done ({time.perf_counter() - start:.1f} s so far)"
+        log(f"  image {index + 1}/{total}: {state}")
+
+    log(f"CLIP hierarchy ({config.clip.kind}) of {scene_root}")
+    clip_folder = extract_clip(scene_root, config, progress=progress)
+    log(f"  -> {clip_folder} [{cache.read_meta(clip_folder)['encoder']}]")
+    dino_folder = None
+    if not config.skip_dino:
+        start = time.perf_counter()
+        log(f"DINO maps ({config.dino.kind}) of {scene_root}")
+        dino_folder = extract_dino(scene_root, config, progress=progress)
+        log(f"  -> {dino_folder} [{cache.read_meta(dino_folder)['encoder']}]")
+    return {"clip": clip_folder, "dino": dino_folder}

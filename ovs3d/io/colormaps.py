@@ -72,3 +72,17 @@ def legend(classes: list[str], block: int = 64, text_width: int = 320) -> np.nda
         draw.rectangle([0, c * block, block - 1, (c + 1) * block - 1], fill=tuple(int(x) for x in colors[c]))
         draw.text((block + 8, c * block + block // 2 - 6), name, fill=(0, 0, 0))
     return np.asarray(image)
+
+
+HEATMAP_ANCHORS = np.array([[0.19, 0.07, 0.23], [0.12, 0.45, 0.85], [0.10, 0.80, 0.75], [0.55, 0.95, 0.25],
+                            [0.98, 0.78, 0.15], [0.85, 0.20, 0.07]])
+"""Heat-map anchor colours for 0, 0.2, ..., 1: dark violet, blue, cyan, green, yellow, red."""
+
+
+def heatmap(values: np.ndarray) -> np.ndarray:
+    """Scalar map [..., H, W] in [0, 1] -> [..., H, W, 3] uint8, piecewise-linear between the anchors."""
+    x = np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0) * (len(HEATMAP_ANCHORS) - 1)
+    low = np.minimum(np.floor(x).astype(np.int64), len(HEATMAP_ANCHORS) - 2)
+    frac = (x - low)[..., None]
+    rgb = (1.0 - frac) * HEATMAP_ANCHORS[low] + frac * HEATMAP_ANCHORS[low + 1]
+    return (rgb * 255.0 + 0.5).astype(np.uint8)
