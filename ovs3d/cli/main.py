@@ -19,7 +19,13 @@ VERBS: dict[str, str] = {
     "make-scene": "make_scene",
     "process-data": "process_data",
     "extract": "extract",
+    "reconstruct": "reconstruct",
+    "render": "render",
+    "segment": "segment",
+    "test": "test",
+    "query": "query",
     "relevancy": "relevancy",
+    "run": "run",
     "demo": "demo",
 }
 

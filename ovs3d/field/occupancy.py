@@ -2,7 +2,7 @@
 
 The mask is built once the coarse geometry exists:
 
-    1. alpha = 1 - exp(-sigma * step) at every node of the field's current grid, where ``step`` is the
+    1. alpha = 1 - exp(-sigma * step) at every node of the field's current grid (or a coarser one), where ``step`` is the
        marching step. Faithful TensoRF omits the distance scale (25) here, so the mask is 25x more
        permissive than the opacities used for rendering; ``scale_density=True`` includes it.
     2. 3x3x3 max-pool (stride 1), so a node is kept when any neighbour is kept.
@@ -71,7 +71,7 @@ class OccupancyGrid:
 
 @torch.no_grad()
 def build_occupancy(field, step: float, threshold: float = 1e-4, scale_density: bool = False,
-                    chunk: int = 262144) -> OccupancyGrid:
+                    reso: tuple[int, int, int] | None = None, chunk: int = 262144) -> OccupancyGrid:
     """Evaluate the field's density on its current grid and return the pooled, thresholded mask.
 
     Args:
@@ -79,8 +79,9 @@ def build_occupancy(field, step: float, threshold: float = 1e-4, scale_density: 
         step: world step length used for alpha = 1 - exp(-sigma * step [* distance_scale]).
         threshold: nodes with pooled alpha >= threshold are occupied (alpha_mask_thre).
         scale_density: include the distance scale (False = the TensoRF/3D-OVS quirk).
+        reso: nodes per axis of the mask (default: the field's grid).
     """
-    points = field.dense_points()                      # [Gz, Gy, Gx, 3]
+    points = field.dense_points(reso)                  # [Gz, Gy, Gx, 3]
     flat = points.reshape(-1, 3)
     scale = field.config.distance_scale if scale_density else 1.0
     alpha = torch.empty(flat.shape[0], device=flat.device)

@@ -186,9 +186,10 @@ class TensoRF(nn.Module):
         """World points [..., 3] -> normalised box coordinates in [-1, 1] (outside the box: beyond)."""
         return (xyz_world - self.box[0]) / self.box_size * 2 - 1
 
-    def dense_points(self) -> torch.Tensor:
-        """World positions of all grid nodes, [Gz, Gy, Gx, 3] (x varies fastest)."""
-        axes = [torch.linspace(float(self.box[0, i]), float(self.box[1, i]), self.reso[i], device=self.box.device)
+    def dense_points(self, reso: tuple[int, int, int] | None = None) -> torch.Tensor:
+        """World positions of the nodes of a grid over the box (default: the field's own), [Gz, Gy, Gx, 3]."""
+        reso = reso or self.reso
+        axes = [torch.linspace(float(self.box[0, i]), float(self.box[1, i]), reso[i], device=self.box.device)
                 for i in range(3)]
         z, y, x = torch.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
         return torch.stack([x, y, z], dim=-1)
