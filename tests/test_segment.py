@@ -8,11 +8,19 @@ import numpy as np
 import pytest
 import torch
 
+from ovs3d.features.cache import FeatureMaps
 from ovs3d.field.semantic import SemanticConfig, SemanticField
 from ovs3d.field.tensorf import TensoRF
 from ovs3d.scene.cameras import Cameras
 from ovs3d.train.segment import (SegmentationData, SegmentTrainer, draw_clip_pixels, legacy_samples_per_ray, preset,
                                  read_legacy_config)
+
+
+def in_memory_maps(arrays: list[np.ndarray]) -> FeatureMaps:
+    """A FeatureMaps over in-memory arrays (the cache's read side without files)."""
+    maps = FeatureMaps.__new__(FeatureMaps)
+    maps.maps, maps.meta = arrays, {"encoder": "random"}
+    return maps
 
 
 def tiny_setup(mode: str = "faithful", seed: int = 0):
@@ -32,12 +40,12 @@ def tiny_setup(mode: str = "faithful", seed: int = 0):
     c2w[1, 0, 3] = 0.2
     cams = Cameras.from_focal(c2w, 8.0, 8, 6)
     rng = np.random.default_rng(seed)
-    clip = [rng.standard_normal((3, 512, 6, 8)).astype(np.float16) for _ in range(2)]
-    dino = [rng.standard_normal((16, 4, 4)).astype(np.float32) for _ in range(2)]
+    clip = in_memory_maps([rng.standard_normal((3, 512, 3, 4)).astype(np.float16) for _ in range(2)])
+    dino = in_memory_maps([rng.standard_normal((16, 4, 4)).astype(np.float16) for _ in range(2)])
     text = torch.nn.functional.normalize(torch.randn(4, 512, generator=g), dim=-1)
-    data = SegmentationData(clip=clip, dino=dino, rgb=rng.random((2, 6, 8, 3), dtype=np.float32), text=text,
-                            clip_cameras=cams, dino_cameras=Cameras.from_focal(c2w, 32.0, 32, 32), ndc=False,
-                            views=[0, 1])
+    data = SegmentationData(clip=clip, dino=dino, views=[0, 1], rgb=rng.random((2, 6, 8, 3), dtype=np.float32),
+                            text=text, clip_cameras=cams, dino_cameras=Cameras.from_focal(c2w, 32.0, 32, 32),
+                            kind="360")
     return field, data
 
 

@@ -26,6 +26,9 @@ VERBS: dict[str, str] = {
     "query": "query",
     "relevancy": "relevancy",
     "run": "run",
+    "segment": "segment",
+    "test": "test",
+    "query": "query",
     "demo": "demo",
 }
 

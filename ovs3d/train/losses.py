@@ -10,7 +10,7 @@ JS(p, q) = 1/2 KL(p || m) + 1/2 KL(q || m) with m = (p + q) / 2, which equals H(
 The FDA pairwise term sum_ij W_ij JS(P_i, P_j) over all 1024 x 1024 positions of a crop is computed
 without the naive [crops, P, P, C] autograd graph: by the identity above it splits into per-position
 entropies (cheap) and the pairwise mixture entropies H(m_ij), whose weighted sum is evaluated by
-``_WeightedMixtureEntropy`` in chunks of rows i, in log space (log m = logaddexp(log p_i, log p_j) - log 2),
+``_PairwiseMixtureEntropy`` in chunks of rows i (rebuilding the DINO correlation rows per chunk), in log space (log m = logaddexp(log p_i, log p_j) - log 2),
 with an analytic backward that recomputes each chunk, so forward and backward both hold only
 [chunk, P, C] temporaries. ``fda_loss_dense`` is the naive reference (tests and bench only).
 """
@@ -81,75 +81,87 @@ def patch_class_log_probs(features: torch.Tensor, text: torch.Tensor, temperatur
     return torch.log_softmax(nnf.normalize(features, dim=-1) @ text.t() / temperature, dim=-1)
 
 
-def dino_correlation(dino: torch.Tensor, shift: float) -> torch.Tensor:
-    """D_ij = cos(d_i, d_j) - shift within each crop: dino [N, P, E] -> [N, P, P] (no gradient)."""
-    with torch.no_grad():
-        d = nnf.normalize(dino, dim=-1)
-        return d @ d.transpose(1, 2) - shift
+def _correlation_rows(dino_unit: torch.Tensor, a: int, b: int, shift: float) -> torch.Tensor:
+    """Rows a..b of D = cos(d_i, d_j) - shift: dino_unit [N, P, E] (unit rows) -> [N, b - a, P]."""
+    return dino_unit[:, a:b] @ dino_unit.transpose(1, 2) - shift
 
 
-class _WeightedMixtureEntropy(torch.autograd.Function):
-    """sum_{n,i,j} W_{k,n,i,j} H(m_{n,ij}) for each of K weight tensors, m_ij = (p_i + p_j) / 2.
+def _mixture(p: torch.Tensor, a: int, b: int) -> torch.Tensor:
+    """m_ij = (p_i + p_j) / 2 for rows i in a..b: p [N, P, C] -> [N, b - a, P, C] (floored at 1e-30 for the log)."""
+    return ((p[:, a:b, None, :] + p[:, None, :, :]) * 0.5).clamp_(min=1e-30)
 
-    Inputs: logp [N, P, C] (log-probabilities), weights [K, N, P, P] (constants), chunk (rows per step).
-    Output: [K]. Backward (exact): dH(m)/dp_i,c = -(log m_c + 1) / 2, so
-    d/dlogp_{n,i,c} = p_{n,i,c} * sum_j -(Wg_{n,ij} + Wg_{n,ji}) (log m_{n,ij,c} + 1) / 2 with
-    Wg = sum_k grad_k W_k; m is recomputed chunk by chunk, never stored.
+
+class _PairwiseMixtureEntropy(torch.autograd.Function):
+    """(sum_{n,i,j} D+_{n,ij} H(m_{n,ij}), sum_{n,i,j} D-_{n,ij} H(m_{n,ij})) with m_ij = (p_i + p_j) / 2.
+
+    Inputs: logp [N, P, C] (log-probabilities of softmaxes with bounded logits, so p > 0), dino_unit
+    [N, P, E] (unit DINO features, constant), shift, chunk (rows i per step). D = cos - shift is rebuilt
+    per chunk of rows, never stored whole. m is formed in probability space (one log per element).
+    Backward (exact): dH(m)/dp_i,c = -(log m_c + 1) / 2 and D is symmetric, so with
+    W = g_pos D+ + g_neg D-:  d/dlogp_{n,i,c} = -p_{n,i,c} (sum_j W_{n,ij} log m_{n,ij,c} + rowsum(W)_{n,i}).
+    Only [N, chunk, P, C] temporaries exist in either pass.
     """
 
     @staticmethod
-    def forward(ctx, logp: torch.Tensor, weights: torch.Tensor, chunk: int) -> torch.Tensor:
-        ctx.save_for_backward(logp, weights)
-        ctx.chunk = chunk
-        out = logp.new_zeros(weights.shape[0])
-        n_pos = logp.shape[1]
+    def forward(ctx, logp: torch.Tensor, dino_unit: torch.Tensor, shift: float, chunk: int) -> torch.Tensor:
+        ctx.save_for_backward(logp, dino_unit)
+        ctx.shift, ctx.chunk = shift, chunk
+        p = logp.exp()
+        n, n_pos, c = logp.shape
+        out = logp.new_zeros(2)
         for a in range(0, n_pos, chunk):
             b = min(a + chunk, n_pos)
-            logm = torch.logaddexp(logp[:, a:b, None, :], logp[:, None, :, :]) - LOG2  # [N, k, P, C]
-            h = entropy_from_log(logm)  # [N, k, P]
-            out += torch.einsum("knij,nij->k", weights[:, :, a:b, :], h)
+            corr = _correlation_rows(dino_unit, a, b, shift)  # [N, k, P]
+            m = _mixture(p, a, b)  # [N, k, P, C]
+            h = torch.special.entr(m).sum(-1)  # [N, k, P], entr(x) = -x log x
+            out[0] += (corr.clamp(min=0) * h).sum()
+            out[1] += (corr.clamp(max=0) * h).sum()
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        logp, weights = ctx.saved_tensors
-        chunk = ctx.chunk
-        wg = torch.einsum("k,knij->nij", grad_out, weights)
-        wsym = 0.5 * (wg + wg.transpose(1, 2))  # only the symmetric part matters since m_ij = m_ji
+        logp, dino_unit = ctx.saved_tensors
+        p = logp.exp()
+        n, n_pos, c = logp.shape
         grad = torch.empty_like(logp)
-        n_pos = logp.shape[1]
-        for a in range(0, n_pos, chunk):
-            b = min(a + chunk, n_pos)
-            logm = torch.logaddexp(logp[:, a:b, None, :], logp[:, None, :, :]) - LOG2  # [N, k, P, C]
-            # d/dp_i of sum_j (W_ij + W_ji) H(m_ij) = -sum_j (W_ij + W_ji) (log m_ij + 1) / 2
-            dp = -torch.einsum("nij,nijc->nic", wsym[:, a:b, :], logm + 1.0)
-            grad[:, a:b] = dp * logp[:, a:b].exp()
-        return grad, None, None
+        for a in range(0, n_pos, ctx.chunk):
+            b = min(a + ctx.chunk, n_pos)
+            corr = _correlation_rows(dino_unit, a, b, ctx.shift)
+            weight = grad_out[0] * corr.clamp(min=0) + grad_out[1] * corr.clamp(max=0)  # [N, k, P]
+            logm = _mixture(p, a, b).log_()  # [N, k, P, C]
+            k = b - a
+            dp = torch.bmm(weight.reshape(n * k, 1, n_pos), logm.reshape(n * k, n_pos, c)).view(n, k, c)
+            dp = dp + weight.sum(2, keepdim=True)
+            grad[:, a:b] = -dp * p[:, a:b]
+        return grad, None, None, None
 
 
 def fda_loss(features: torch.Tensor, text: torch.Tensor, dino: torch.Tensor, temperature: float = 0.2,
-             shift: float = 0.7, chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+             shift: float = 0.7, chunk: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
     """Feature-Distribution Alignment (spec 6.5.3), memory-light and exact.
 
     P_{n,i} = softmax_c(cos(F_{n,i}, t_hat_c) / temperature);  D = cos(d_i, d_j) - shift (no gradient),
     D+ = max(D, 0), D- = min(D, 0);  JS_{n,ij} = JS(P_{n,i}, P_{n,j}) within each crop n.
     L_pos = sum D+ JS / #{D+ != 0},  L_neg = sum D- JS / #{D- != 0}, counts over all crops (L_neg <= 0).
 
-    Shapes: features [N, P, D] (P positions per crop), text [C, D], dino [N, P, E].
-    Returns (L_pos, L_neg). Peak extra memory: O(N P^2) for D plus O(N chunk P C) temporaries.
+    Computed as sum_ij D_ij H(m_ij) - sum_i H(P_i) rowsum(D)_i (D is symmetric), with D rebuilt chunk by
+    chunk from the DINO features: extra memory O(N chunk P C), never O(N P^2).
+    Shapes: features [N, P, D] (P positions per crop), text [C, D], dino [N, P, E]. Returns (L_pos, L_neg).
     """
     logp = patch_class_log_probs(features, text, temperature)  # [N, P, C]
-    corr = dino_correlation(dino.to(logp.dtype), shift)
-    pos, neg = corr.clamp(min=0), corr.clamp(max=0)
-    n_pos = (pos != 0).sum().clamp(min=1).to(logp.dtype)
-    n_neg = (neg != 0).sum().clamp(min=1).to(logp.dtype)
-    weights = torch.stack([pos / n_pos, neg / n_neg]).to(logp.dtype)  # [2, N, P, P]
-    mixture = _WeightedMixtureEntropy.apply(logp, weights, chunk)  # [2]
-    # sum_ij W_ij (H_i + H_j) / 2 = 1/2 sum_i H_i (row sums + column sums of W)_i
-    h = entropy_from_log(logp)  # [N, P]
-    marginal = 0.5 * (weights.sum(3) + weights.sum(2))  # [2, N, P]
-    own = torch.einsum("knp,np->k", marginal, h)
-    total = mixture - own
+    with torch.no_grad():
+        dino_unit = nnf.normalize(dino.to(logp.dtype), dim=-1)
+        counts = logp.new_zeros(2)
+        rowsums = logp.new_zeros(2, *logp.shape[:2])  # [2, N, P]
+        for a in range(0, logp.shape[1], chunk):
+            corr = _correlation_rows(dino_unit, a, min(a + chunk, logp.shape[1]), shift)
+            pos, neg = corr.clamp(min=0), corr.clamp(max=0)
+            counts += torch.stack([(pos != 0).sum(), (neg != 0).sum()]).to(logp.dtype)
+            rowsums[:, :, a:a + chunk] = torch.stack([pos.sum(2), neg.sum(2)])
+        counts = counts.clamp(min=1)
+    mixture = _PairwiseMixtureEntropy.apply(logp, dino_unit, shift, chunk)  # [2]
+    own = torch.einsum("knp,np->k", rowsums, entropy_from_log(logp))
+    total = (mixture - own) / counts
     return total[0], total[1]
 
 
@@ -158,7 +170,9 @@ def fda_loss_dense(features: torch.Tensor, text: torch.Tensor, dino: torch.Tenso
     """The naive reference of ``fda_loss``: materialises JS as [N, P, P, C] under autograd (as the
     authors do). Used only by tests and the memory bench."""
     logp = patch_class_log_probs(features, text, temperature)
-    corr = dino_correlation(dino.to(logp.dtype), shift)
+    with torch.no_grad():
+        unit = nnf.normalize(dino.to(logp.dtype), dim=-1)
+        corr = unit @ unit.transpose(1, 2) - shift
     pos, neg = corr.clamp(min=0), corr.clamp(max=0)
     js = js_divergence_from_log(logp[:, :, None, :], logp[:, None, :, :])  # [N, P, P]
     loss_pos = (pos * js).sum() / (pos != 0).sum().clamp(min=1)

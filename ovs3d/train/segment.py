@@ -27,21 +27,31 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as nnf
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from ovs3d.errors import InputError
+from ovs3d.features.cache import FeatureMaps
 from ovs3d.field.semantic import SemanticConfig, SemanticField
 from ovs3d.io.atomic import atomic_path, write_json_atomic
 from ovs3d.render.volume import march
-from ovs3d.scene.cameras import Cameras, ndc_rays
+from ovs3d.features.relevancy import apply_ranges, cosine_maps, minmax_ranges
+from ovs3d.scene.cameras import Cameras
+from ovs3d.scene.scene import Scene
+from ovs3d.train.checkpoint import field_from_checkpoint, restore_optimizer
 from ovs3d.train.losses import fda_loss, feature_distillation_loss, relevancy_alignment_loss, rgb_loss
+from ovs3d.train.reconstruct import scene_rays
+from ovs3d.train.schedule import marching_step
+
+if TYPE_CHECKING:
+    from ovs3d.features.extract import ExtractConfig
 
 PresetName = Literal["paper", "cpu", "test"]
 
@@ -63,7 +73,8 @@ class SegmentConfig:
     patch_size: int = 256
     """DINO crop size in pixels at the DINO maps' resolution (tokens per side = patch_size / 8)."""
     samples_per_ray: int = 482
-    """Marching step = box diagonal / samples_per_ray (482 = the authors' count from N_voxel_init)."""
+    """Marching step = box diagonal / samples_per_ray (482 = the authors' count from N_voxel_init);
+    0 = stage 1's own step (one consistent sample spacing for stage 1, stage 2 and rendering)."""
     lr_grid: float = 0.02
     """Learning rate of the selection planes and lines (lr_init)."""
     lr_network: float = 1e-4
@@ -84,7 +95,7 @@ class SegmentConfig:
     """DINO cosine threshold b: D = cos - b."""
     temperature: float = 0.2
     """Temperature of the FDA class distributions (and of RDA in improved mode)."""
-    fda_chunk: int = 64
+    fda_chunk: int = 128
     """Rows of the pairwise FDA term processed at once (memory/speed trade-off; exact either way)."""
     seed: int = 20230417
     """Seed of every random draw."""
@@ -102,9 +113,9 @@ class SegmentConfig:
 PRESETS: dict[str, SegmentConfig] = {
     "paper": SegmentConfig(),
     "cpu": SegmentConfig(iterations=600, joint_start_iter=200, batch_size=1024, patch_num=2, patch_size=128,
-                         samples_per_ray=128, checkpoint_every=200, log_every=10),
+                         samples_per_ray=0, checkpoint_every=200, log_every=10),
     "test": SegmentConfig(iterations=12, joint_start_iter=6, batch_size=128, patch_num=1, patch_size=64,
-                          samples_per_ray=48, checkpoint_every=4, log_every=2),
+                          samples_per_ray=0, checkpoint_every=4, log_every=2),
 }
 
 
@@ -166,59 +177,40 @@ def read_legacy_config(path: str | Path, base: SegmentConfig) -> SegmentConfig:
 # ------------------------------------------------------------------------------------------ data
 @dataclass
 class SegmentationData:
-    """Everything stage 2 reads per iteration, for V training views.
+    """Everything stage 2 reads per iteration.
 
     Attributes:
-        clip: V arrays [3, 512, h, w] (float16 memmaps), not necessarily normalised.
-        dino: V arrays [E, hd, wd] DINO token maps (stride 8), or None when the DINO branch is off.
-        rgb: [V, h, w, 3] float32 images at the CLIP feature resolution.
+        clip: the CLIP hierarchy cache (``features.cache.FeatureMaps``: ``sample(image, u, v)`` ->
+            [n, 3, 512] normalised, ``dense(image)`` -> [3, 512, h', w']), indexed by image index.
+        dino: the DINO map cache (maps[image] = [E, hd, wd], stride 8), or None (DINO branch off).
+        views: the training image indices (pixels and patches are drawn from these only).
+        rgb: [len(views), h, w, 3] float32 images at the CLIP feature resolution (w, h).
         text: [C, 512] L2-normalised text embeddings of the class prompts.
-        clip_cameras: cameras at (w, h); dino_cameras: cameras at (8 wd, 8 hd), or None.
-        ndc: forward-facing scene (rays warped to NDC with near = 1).
-        views: the image index of each of the V views.
-        rel_range: [V, 3, C, 2] per-image min and max of cos(f_hat_s, t_hat_c) (for min-max relevancy).
+        clip_cameras: all images' cameras at (w, h); dino_cameras: at the DINO input size (8 wd, 8 hd).
+        kind: ``forward`` (rays in NDC) or ``360``.
+        rel_range: [len(views), 3, C, 2] per-image (min, max) of cos(f_hat_s, t_hat_c) over the stored map.
+        dino_stride: pixels per DINO token (8 for ViT-B/8 and the built-in extractor).
     """
 
-    clip: Sequence[np.ndarray]
-    dino: Sequence[np.ndarray] | None
+    clip: object
+    dino: object | None
+    views: list[int]
     rgb: np.ndarray
     text: torch.Tensor
     clip_cameras: Cameras
     dino_cameras: Cameras | None
-    ndc: bool
-    views: list[int]
-    rel_range: torch.Tensor = field(default=None)
+    kind: str
+    rel_range: torch.Tensor | None = None
+    dino_stride: int = 8
 
     def __post_init__(self) -> None:
         if self.rel_range is None:
-            self.rel_range = relevancy_ranges(self.clip, self.text)
+            self.rel_range = torch.stack([minmax_ranges(cosine_maps(self.clip.dense(i), self.text))
+                                          for i in self.views])
 
     @property
     def clip_hw(self) -> tuple[int, int]:
-        return int(self.clip[0].shape[2]), int(self.clip[0].shape[3])
-
-
-def relevancy_ranges(clip: Sequence[np.ndarray], text: torch.Tensor, rows: int = 64) -> torch.Tensor:
-    """[V, 3, C, 2] min and max over each image's pixels of cos(f_hat_s(x), t_hat_c), computed in row chunks."""
-    out = []
-    for maps in clip:
-        lo = torch.full((maps.shape[0], text.shape[0]), float("inf"))
-        hi = torch.full_like(lo, float("-inf"))
-        for r in range(0, maps.shape[2], rows):
-            f = nnf.normalize(torch.from_numpy(np.asarray(maps[:, :, r:r + rows], dtype=np.float32)), dim=1)
-            cos = torch.einsum("sdhw,cd->schw", f, text).flatten(2)
-            lo, hi = torch.minimum(lo, cos.amin(2)), torch.maximum(hi, cos.amax(2))
-        out.append(torch.stack([lo, hi], dim=-1))
-    return torch.stack(out)
-
-
-def field_rays(cameras: Cameras, view: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
-               ndc: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rays [B, 3] through continuous pixel coordinates, warped to NDC for forward-facing scenes."""
-    o, d = cameras.rays(view, u, v)
-    if ndc:
-        o, d = ndc_rays(o, d, cameras.fx[view.long()], cameras.width, cameras.height)
-    return o, d
+        return self.clip_cameras.height, self.clip_cameras.width
 
 
 def draw_clip_pixels(n_views: int, h: int, w: int, batch: int, iteration: int, seed: int) -> torch.Tensor:
@@ -237,49 +229,48 @@ def draw_clip_pixels(n_views: int, h: int, w: int, batch: int, iteration: int, s
 
 
 def gather_clip_batch(data: SegmentationData, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Features f_hat [B, 3, 512], relevancies R [B, 3, C], colours [B, 3], (view, u, v) for pixels ``flat``."""
+    """For pixels ``flat`` (indices into [V, h, w]): features f_hat [B, 3, 512] (bilinear from the cache at
+    the pixel centres), min-max relevancies R [B, 3, C], colours [B, 3], and (image, u, v) of their rays."""
     h, w = data.clip_hw
-    view, rem = torch.div(flat, h * w, rounding_mode="floor"), flat % (h * w)
+    pos, rem = torch.div(flat, h * w, rounding_mode="floor"), flat % (h * w)
     y, x = torch.div(rem, w, rounding_mode="floor"), rem % w
-    feats = torch.empty(flat.shape[0], 3, data.clip[0].shape[1])
-    for v in torch.unique(view).tolist():
-        sel = (view == v).nonzero().squeeze(1)
-        block = np.asarray(data.clip[v][:, :, y[sel].numpy(), x[sel].numpy()], dtype=np.float32)  # [3, D, k]
-        feats[sel] = torch.from_numpy(block).permute(2, 0, 1)
-    feats = nnf.normalize(feats, dim=-1)
-    cos = torch.einsum("bsd,cd->bsc", feats, data.text)
-    rng = data.rel_range[view]  # [B, 3, C, 2]
-    rel = (cos - rng[..., 0]) / (rng[..., 1] - rng[..., 0]).clamp(min=1e-12)
-    rgb = torch.from_numpy(data.rgb[view.numpy(), y.numpy(), x.numpy()])
-    return {"clip": feats, "relevancy": rel.clamp(0, 1), "rgb": rgb, "view": view,
-            "u": x.float() + 0.5, "v": y.float() + 0.5}
+    u, v = x.double() + 0.5, y.double() + 0.5
+    feats = None
+    for k in torch.unique(pos).tolist():
+        sel = (pos == k).nonzero().squeeze(1)
+        part = data.clip.sample(data.views[k], (u[sel] / w).numpy(), (v[sel] / h).numpy())  # [k, 3, D]
+        if feats is None:
+            feats = part.new_empty((flat.shape[0],) + part.shape[1:])
+        feats[sel] = part
+    rng = data.rel_range[pos]  # [B, 3, C, 2]
+    rel = apply_ranges(torch.einsum("bsd,cd->bsc", feats, data.text), rng)
+    rgb = torch.from_numpy(data.rgb[pos.numpy(), y.numpy(), x.numpy()])
+    image = torch.tensor(data.views)[pos]
+    return {"clip": feats, "relevancy": rel.clamp(0, 1), "rgb": rgb, "view": image, "u": u.float(), "v": v.float()}
 
 
 def draw_dino_patches(data: SegmentationData, n: int, size: int, generator: torch.Generator
                       ) -> dict[str, torch.Tensor]:
-    """``n`` crops of (size/8)^2 tokens: DINO tokens [n, P, E] and the exact block-centre rays' (view, u, v)."""
-    hd, wd = int(data.dino[0].shape[1]), int(data.dino[0].shape[2])
-    t = max(1, min(size // 8, hd, wd))
-    views = torch.randint(0, len(data.dino), (n,), generator=generator)
-    tokens, vs, us, vvs = [], [], [], []
+    """``n`` crops of t x t DINO tokens (t = size / stride, capped by the map) from random training views:
+    tokens [n, t^2, E] and each token's ray through the exact centre (stride k + stride / 2) of its pixel block."""
+    maps, stride = data.dino.maps, data.dino_stride
+    hd, wd = int(maps[data.views[0]].shape[1]), int(maps[data.views[0]].shape[2])
+    t = max(1, min(size // stride, hd, wd))
+    picks = torch.randint(0, len(data.views), (n,), generator=generator)
+    tokens, images, us, vs = [], [], [], []
     iy, ix = torch.meshgrid(torch.arange(t), torch.arange(t), indexing="ij")
-    for k in views.tolist():
+    for k in picks.tolist():
         ty = int(torch.randint(0, hd - t + 1, (1,), generator=generator))
         tx = int(torch.randint(0, wd - t + 1, (1,), generator=generator))
-        block = np.asarray(data.dino[k][:, ty:ty + t, tx:tx + t], dtype=np.float32)
+        block = np.asarray(maps[data.views[k]][:, ty:ty + t, tx:tx + t], dtype=np.float32)
         tokens.append(torch.from_numpy(block).flatten(1).t())
-        vs.append(torch.full((t * t,), k))
-        us.append(((tx + ix) * 8 + 4).flatten().float())
-        vvs.append(((ty + iy) * 8 + 4).flatten().float())
-    return {"dino": torch.stack(tokens), "view": torch.cat(vs), "u": torch.cat(us), "v": torch.cat(vvs)}
+        images.append(torch.full((t * t,), data.views[k]))
+        us.append(((tx + ix) * stride + stride / 2).flatten().float())
+        vs.append(((ty + iy) * stride + stride / 2).flatten().float())
+    return {"dino": torch.stack(tokens), "view": torch.cat(images), "u": torch.cat(us), "v": torch.cat(vs)}
 
 
 # ------------------------------------------------------------------------------------------ trainer
-def step_size(box: torch.Tensor, samples_per_ray: int) -> float:
-    """Marching step for ``samples_per_ray`` samples along the box [2, 3] diagonal."""
-    return float((box[1] - box[0]).norm()) / max(samples_per_ray, 1)
-
-
 class SegmentTrainer:
     """Owns the semantic field, the optimiser and the schedule; ``run`` trains with resume.
 
@@ -290,10 +281,11 @@ class SegmentTrainer:
         out: the run folder (checkpoint.safetensors + checkpoint.json, tb/).
         device: where to train.
         meta: plain values stored in checkpoint.json (classes, encoders, stage-1 run, ...).
+        stage1_step: stage 1's marching step, used when ``config.samples_per_ray`` is 0 (else 256 samples).
     """
 
     def __init__(self, model: SemanticField, data: SegmentationData, config: SegmentConfig, out: str | Path,
-                 device: torch.device, meta: dict | None = None) -> None:
+                 device: torch.device, meta: dict | None = None, stage1_step: float | None = None) -> None:
         self.model = model.to(device)
         self.data = data
         self.config = config
@@ -301,7 +293,10 @@ class SegmentTrainer:
         self.device = device
         self.meta = meta or {}
         self.text = data.text.to(device)
-        self.step = step_size(model.base.box, config.samples_per_ray)
+        if config.samples_per_ray > 0 or stage1_step is None:
+            self.step = marching_step(model.base.box, config.samples_per_ray or 256)
+        else:
+            self.step = stage1_step
         self.iteration = 0
         self.optimizer = self._make_optimizer(joint=False)
         self.history: list[dict] = []
@@ -327,7 +322,7 @@ class SegmentTrainer:
     # ---------------------------------------------------------------------------------------- one step
     def _render(self, view, u, v, generator, with_selection: bool, with_rgb: bool) -> dict[str, torch.Tensor]:
         cams = self.data.clip_cameras if with_selection else self.data.dino_cameras
-        o, d = field_rays(cams, view, u, v, self.data.ndc)
+        o, d = scene_rays(cams, view, u, v, self.data.kind)
         o, d = o.to(self.device), d.to(self.device)
         with torch.no_grad():
             samples = march(self.model.base, o, d, self.step, generator)
@@ -344,7 +339,7 @@ class SegmentTrainer:
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + self.iteration)
         jitter = torch.Generator(device=self.device).manual_seed(cfg.seed * 104729 + self.iteration)
         h, w = data.clip_hw
-        batch = gather_clip_batch(data, draw_clip_pixels(len(data.clip), h, w, cfg.batch_size, self.iteration, cfg.seed))
+        batch = gather_clip_batch(data, draw_clip_pixels(len(data.views), h, w, cfg.batch_size, self.iteration, cfg.seed))
         out = self._render(batch["view"], batch["u"], batch["v"], jitter, with_selection=True, with_rgb=self.joint)
         clip = batch["clip"].to(self.device)
         logs: dict[str, float] = {}
@@ -410,48 +405,89 @@ class SegmentTrainer:
 
     # ---------------------------------------------------------------------------------------- checkpoint
     def save(self) -> None:
-        """Write checkpoint.safetensors (field + Adam state) then checkpoint.json, each atomically.
-
-        The json (written last) names the iteration, so a kill between the two files leaves a json
-        that still matches an older, complete tensor file only if the iteration agrees (checked on load).
-        """
-        tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
-        state = self.optimizer.state_dict()
-        for index, entry in state["state"].items():
-            for key, value in entry.items():
-                tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).reshape(-1).cpu() if key == "step" \
-                    else value.detach().contiguous().cpu()
-        tensors["iteration"] = torch.tensor([self.iteration])
-        with atomic_path(self.out / "checkpoint.safetensors") as tmp:
-            save_file(tensors, str(tmp))
-        groups = [{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]}
-                  for g in state["param_groups"]]
-        info = {"stage": "segment", "iteration": self.iteration, "complete": self.iteration >= self.config.iterations,
-                "config": asdict(self.config), "semantic": asdict(self.model.config), "base": self.model.base.arch(),
-                "joint": self.joint, "param_groups": groups, **self.meta}
-        write_json_atomic(self.out / "checkpoint.json", info)
+        """Write the run's checkpoint (``save_segmentation``) with the optimiser state."""
+        info = {"iteration": self.iteration, "complete": self.iteration >= self.config.iterations,
+                "joint": self.joint, "config": asdict(self.config), **self.meta}
+        save_segmentation(self.out, self.model, self.data.text, info, self.optimizer)
 
     def load(self) -> bool:
         """Resume from the run folder's checkpoint if there is one; True when loaded."""
-        path = self.out / "checkpoint.safetensors"
-        if not path.is_file() or not (self.out / "checkpoint.json").is_file():
+        if not (self.out / CHECKPOINT).is_file():
             return False
-        info = json.loads((self.out / "checkpoint.json").read_text())
-        tensors = load_file(str(path))
-        if int(tensors["iteration"][0]) != info["iteration"]:
-            raise InputError(path, "checkpoint.safetensors and checkpoint.json disagree on the iteration",
-                             "delete the run folder's checkpoint files and train again")
-        self.model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-        self.model.to(self.device)
-        self.iteration = info["iteration"]
-        self.optimizer = self._make_optimizer(joint=info["joint"])
-        states: dict = {}
-        for key, value in tensors.items():
-            if key.startswith("optim."):
-                _, index, name = key.split(".", 2)
-                states.setdefault(int(index), {})[name] = value.reshape(()) if name == "step" else value.to(self.device)
-        self.optimizer.load_state_dict({"state": states, "param_groups": info["param_groups"]})
+        tensors, meta = read_segmentation(self.out, self.device)
+        self.model.load_state_dict(model_state(tensors))
+        self.iteration = meta["iteration"]
+        self.optimizer = self._make_optimizer(joint=meta["joint"])
+        restore_optimizer(self.optimizer, tensors, meta)
         return True
+
+
+# ------------------------------------------------------------------------------------------ run files
+CHECKPOINT = "checkpoint.safetensors"
+FORMAT = "ovs3d-segment-1"
+
+
+def save_segmentation(run_dir: str | Path, model: SemanticField, text: torch.Tensor, info: dict,
+                      optimizer: torch.optim.Optimizer | None = None) -> None:
+    """Write ``checkpoint.safetensors`` (+ ``checkpoint.json``) atomically, in the stage-1 layout:
+    ``field.*`` (the base field, fine-tuned appearance included), ``occupancy.*``, ``semantic.*`` (head and
+    selection volume), ``text`` [C, 512], ``optim.*``; the JSON metadata (format, arch, semantic config,
+    optimiser groups and ``info``) lives in the safetensors header and is mirrored to checkpoint.json."""
+    run_dir = Path(run_dir)
+    base = model.base
+    tensors = {f"field.{k}": v.detach().contiguous().cpu() for k, v in base.state_dict().items()}
+    tensors.update({f"semantic.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()
+                    if not k.startswith("base.")})
+    tensors["text"] = text.detach().float().contiguous().cpu()
+    meta = {"format": FORMAT, "arch": base.arch(), "semantic": asdict(model.config), **info}
+    if base.occupancy is not None:
+        tensors["occupancy.mask"] = base.occupancy.mask.to(torch.uint8).contiguous().cpu()
+        tensors["occupancy.box"] = base.occupancy.box.contiguous().cpu()
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        for index, slots in state["state"].items():
+            for key, value in slots.items():
+                tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().contiguous().cpu()
+        meta["optimizer"] = state["param_groups"]
+    with atomic_path(run_dir / CHECKPOINT) as tmp:
+        save_file(tensors, str(tmp), metadata={"checkpoint": json.dumps(meta)})
+    write_json_atomic(run_dir / "checkpoint.json", meta)
+
+
+def read_segmentation(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, meta) of a stage-2 checkpoint; InputError when missing or of another kind."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        raise InputError(path, "no stage-2 checkpoint here", "run `ovs3d segment` first, or pass its run folder")
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            meta = json.loads((f.metadata() or {}).get("checkpoint", "{}"))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise InputError(path, f"cannot read the checkpoint ({exc})", "rerun `ovs3d segment --resume`") from exc
+    if meta.get("format") != FORMAT:
+        raise InputError(path, f"not an ovs3d stage-2 checkpoint (format {meta.get('format')!r})",
+                         "pass the folder of an `ovs3d segment` run")
+    return tensors, meta
+
+
+def model_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The SemanticField state_dict held by checkpoint tensors."""
+    state = {f"base.{k[len('field.'):]}": v for k, v in tensors.items() if k.startswith("field.")}
+    state.update({k[len("semantic."):]: v for k, v in tensors.items() if k.startswith("semantic.")})
+    return state
+
+
+def load_segmentation(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[SemanticField, torch.Tensor, dict]:
+    """(semantic field ready for inference, text embeddings [C, 512], metadata) of a stage-2 run."""
+    tensors, meta = read_segmentation(run_dir, device)
+    base = field_from_checkpoint(tensors, meta, device)
+    sem = meta["semantic"]
+    sem["selection_components"] = tuple(sem["selection_components"])
+    model = SemanticField(base, SemanticConfig(**sem)).to(device)
+    model.load_state_dict(model_state(tensors))
+    model.eval()
+    return model, tensors["text"].to(device), meta
 
 
 def config_from_dict(values: dict) -> SegmentConfig:
@@ -459,3 +495,80 @@ def config_from_dict(values: dict) -> SegmentConfig:
     names = {f.name for f in fields(SegmentConfig)}
     return SegmentConfig(**{k: v for k, v in values.items() if k in names})
 
+
+
+# ------------------------------------------------------------------------------------------ entry point
+def prepare_data(scene: Scene, clip_folder: str | Path, dino_folder: str | Path | None, text: torch.Tensor
+                 ) -> SegmentationData:
+    """Training data of ``scene`` from its feature caches: the CLIP rays live at the cache's feature
+    resolution (its ``key.resolution``), the DINO rays at the DINO input size."""
+    clip = FeatureMaps(clip_folder)
+    if len(clip) != scene.n_images:
+        raise InputError(clip_folder, f"the feature cache holds {len(clip)} images, the scene {scene.n_images}",
+                         "re-run `ovs3d extract` on this scene")
+    w, h = clip.meta["key"]["resolution"]
+    images = torch.from_numpy(scene.images[scene.train_views]).permute(0, 3, 1, 2)
+    rgb = nnf.interpolate(images, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+    dino, dino_cams, stride = None, None, 8
+    if dino_folder is not None:
+        dino = FeatureMaps(dino_folder)
+        w8, h8 = dino.meta["key"]["input_size"]
+        dino_cams, stride = scene.cameras.resized(w8, h8), int(dino.meta.get("stride", 8))
+    return SegmentationData(clip=clip, dino=dino, views=list(scene.train_views),
+                            rgb=rgb.permute(0, 2, 3, 1).contiguous().numpy(), text=text,
+                            clip_cameras=scene.cameras.resized(w, h), dino_cameras=dino_cams, kind=scene.kind,
+                            dino_stride=stride)
+
+
+def segment(stage1: str | Path, out: str | Path, config: SegmentConfig, extract: "ExtractConfig",
+            scene_root: str | Path | None = None, classes: list[str] | None = None, resume: bool = False,
+            device: str = "auto", progress: bool = True) -> dict:
+    """Train (or resume) a stage-2 run in ``out`` on top of the stage-1 run ``stage1``.
+
+    The scene defaults to the one stage 1 was trained on; the classes to its ``segmentations/classes.txt``.
+    Feature caches are extracted first when missing (``features.extract``). Returns the summary also
+    written to ``out/train_summary.json``.
+    """
+    from ovs3d.device import resolve_device
+    from ovs3d.features.encoders import build_image_text_encoder
+    from ovs3d.features.extract import extract_clip, extract_dino
+    from ovs3d.features.relevancy import text_embeddings
+    from ovs3d.scene.annotations import read_classes
+    from ovs3d.scene.scene import load_scene
+    from ovs3d.train.checkpoint import load_field
+
+    out = Path(out)
+    dev = resolve_device(device)
+    if not resume and (out / CHECKPOINT).exists():
+        raise InputError(out / CHECKPOINT, "this run folder already holds a stage-2 checkpoint",
+                         "pass --resume to continue it, or choose another --out")
+    base, base_meta = load_field(stage1, dev)
+    scene_root = Path(scene_root or base_meta["scene"])
+    scene = load_scene(scene_root, load_annotations=False)
+    class_file = scene_root / "segmentations" / "classes.txt"
+    classes = list(classes or (read_classes(class_file) if class_file.is_file() else []))
+    if not classes:
+        raise InputError(scene_root / "segmentations" / "classes.txt", "no class list",
+                         "write one class prompt per line in segmentations/classes.txt, or pass --classes")
+    use_dino = config.dino_pos_weight > 0 or config.dino_neg_weight > 0
+    clip_folder = extract_clip(scene_root, extract)
+    dino_folder = extract_dino(scene_root, extract) if use_dino else None
+    encoder = build_image_text_encoder(extract.clip, dev)
+    text = text_embeddings(encoder, classes).cpu()
+    data = prepare_data(scene, clip_folder, dino_folder, text)
+    model = SemanticField(base, SemanticConfig(mode=config.mode, feature_dim=int(text.shape[1])),
+                          torch.Generator().manual_seed(config.seed))
+    builtin = extract.clip.kind == "builtin" or (use_dino and extract.dino.kind == "builtin")
+    meta = {"scene": str(scene_root), "stage1": str(Path(stage1).resolve()), "classes": classes,
+            "encoders": {"clip": data.clip.encoder, "dino": data.dino.encoder if data.dino else "unused"},
+            "builtin_encoders": builtin, "clip_cache": str(clip_folder),
+            "dino_cache": str(dino_folder) if dino_folder else None, "clip_resolution": list(data.clip_hw[::-1]),
+            "clip_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(extract.clip).items()},
+            "stage1_step": float(base_meta["step"])}
+    trainer = SegmentTrainer(model, data, config, out, dev, meta, stage1_step=float(base_meta["step"]))
+    if resume:
+        trainer.load()
+    summary = trainer.run(progress=progress)
+    summary.update({"iteration": trainer.iteration, "device": str(dev), **meta})
+    write_json_atomic(out / "train_summary.json", summary)
+    return summary

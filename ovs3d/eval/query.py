@@ -1,0 +1,104 @@
+"""``ovs3d query``: relevancy maps for any text from a trained stage-2 run (no retraining).
+
+A view's rendered features are unit vectors F(x) in CLIP space; the relevancy of a text with unit
+embedding t is r(x) = cos(F(x), t) = <F(x), t>, shown min-max normalised over the view. Rendering is
+the costly part, so each view's features are rendered once and cached as float16 ``[H, W, 512]``
+(``<out>/feature_cache/<view>.npy`` + ``cache.json`` naming the checkpoint iteration and size); every
+further query is one [H W, 512] x [512] product.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ovs3d.io.atomic import atomic_path, write_json_atomic
+from ovs3d.io.images import write_png
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:60] or "query"
+
+
+def heat_overlay(relevancy: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    """0.5 RGB + 0.5 heat colour (black -> red -> yellow) of a [H, W] map in [0, 1] -> [H, W, 3] float."""
+    heat = np.stack([np.clip(2 * relevancy, 0, 1), np.clip(2 * relevancy - 1, 0, 1), np.zeros_like(relevancy)], -1)
+    return 0.5 * rgb + 0.5 * heat
+
+
+def cached_features(model, scene, view: int, step: float, cache_dir: Path, iteration: int) -> np.ndarray:
+    """[H, W, 512] float16 unit features of ``view``: read from the cache, or rendered once and stored."""
+    from ovs3d.eval.segment_eval import render_semantic_image
+
+    path = cache_dir / f"{view:03d}.npy"
+    key = {"iteration": iteration, "size": [scene.width, scene.height]}
+    info_path = cache_dir / "cache.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    if path.is_file() and info.get("key") == key:
+        return np.load(path, mmap_mode="r")
+    if info.get("key") != key:
+        for stale in cache_dir.glob("*.npy"):
+            stale.unlink()
+        write_json_atomic(info_path, {"key": key})
+    cams = scene.cameras.to(next(model.parameters()).device)
+    feats = render_semantic_image(model, cams, view, scene.kind, step)["features"].half().cpu().numpy()
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, feats)
+    return np.load(path, mmap_mode="r")
+
+
+def relevancy_map(features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """Min-max normalised cos(F, t): features [H, W, D] (unit), text [D] (unit) -> [H, W] in [0, 1]."""
+    r = features @ text
+    lo, hi = r.min(), r.max()
+    return (r - lo) / (hi - lo).clamp(min=1e-12)
+
+
+def run_query(run_dir: str | Path, texts: list[str], views: list[int] | None = None, out: str | Path | None = None,
+              scene_root: str | Path | None = None, device: str = "auto", repeats: int = 20) -> dict:
+    """Write ``<out>/<text>_<view>.png`` (grey relevancy) and ``..._overlay.png`` for every text and view,
+    and ``<out>/query.json`` with the milliseconds per query on a cached view. Returns that dict."""
+    from ovs3d.device import resolve_device
+    from ovs3d.eval.segment_eval import scene_at_feature_resolution
+    from ovs3d.features.encoders import ClipConfig, build_image_text_encoder
+    from ovs3d.features.relevancy import text_embeddings
+    from ovs3d.train.segment import load_segmentation
+
+    if not texts:
+        raise ValueError("give at least one --text")
+    dev = resolve_device(device)
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / "query"
+    model, _, meta = load_segmentation(run_dir, dev)
+    clip_config = {k: (Path(v) if k == "weights" and v else v) for k, v in meta["clip_config"].items()}
+    encoder = build_image_text_encoder(ClipConfig(**clip_config), dev)
+    text = text_embeddings(encoder, texts).cpu()
+    scene = scene_at_feature_resolution(meta, scene_root, annotations=False)
+    views = views if views else [scene.train_views[0]]
+    cache_dir = run_dir / "feature_cache"
+    timings = []
+    for view in views:
+        start = time.perf_counter()
+        feats = cached_features(model, scene, view, float(meta["stage1_step"]), cache_dir, meta["iteration"])
+        render_s = time.perf_counter() - start
+        f = torch.from_numpy(np.asarray(feats, dtype=np.float32))
+        for q, prompt in enumerate(texts):
+            rel = relevancy_map(f, text[q]).numpy()
+            write_png(out / f"{_slug(prompt)}_{view:03d}.png", rel)
+            write_png(out / f"{_slug(prompt)}_{view:03d}_overlay.png", heat_overlay(rel, scene.images[view]))
+        per_query = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            relevancy_map(f, text[0])
+            per_query.append((time.perf_counter() - t0) * 1000)
+        timings.append({"view": view, "feature_render_or_load_s": render_s, "ms_per_query": float(np.median(per_query))})
+    result = {"run": str(run_dir), "texts": texts, "views": views, "encoder": meta["encoders"]["clip"],
+              "builtin_encoders": bool(meta.get("builtin_encoders")), "resolution": [scene.width, scene.height],
+              "timings": timings}
+    write_json_atomic(out / "query.json", result)
+    return result

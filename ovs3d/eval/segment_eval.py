@@ -1,0 +1,154 @@
+"""``ovs3d test``: render a stage-2 run's segmentation and score it (method spec section 7).
+
+Per pixel at the test resolution: render F (midpoint samples, no jitter, stage 1's marching step),
+normalise it, take cos(F, t_hat_c) for every class and label the pixel with the argmax (no threshold,
+no "unknown" class). Written under the output folder (default ``<run>/test``):
+
+    segmentations_test/<view:03d>.png   overlays (0.65 class colour + 0.35 RGB, black boundaries) of
+                                        the annotated views (all views when the scene has no masks)
+    segmentations_path/NNN.png, video.mp4  the spiral, overlaid on the rendered RGB
+    classes_color.png                   legend
+    results.txt, metrics.json           both protocols (``eval/segmentation.py``), plus the 2D
+                                        teacher's own per-view argmax on the same views
+
+The 2D teacher's label is argmax_c mean_s cos(f_hat_s, t_hat_c) of the cached CLIP hierarchy,
+bilinearly upsampled to the test resolution: what the features say before any 3D lifting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+
+from ovs3d.eval.report import write_report
+from ovs3d.eval.segmentation import ProtocolResult, evaluate_3dovs, evaluate_per_query
+from ovs3d.field.semantic import SemanticField
+from ovs3d.io.colormaps import legend, overlay
+from ovs3d.io.images import write_png
+from ovs3d.render.volume import march
+from ovs3d.scene.cameras import Cameras
+from ovs3d.train.reconstruct import scene_rays
+
+
+@torch.no_grad()
+def render_semantic_image(model: SemanticField, cameras: Cameras, view: int, kind: str, step: float,
+                          chunk: int = 8192, with_rgb: bool = False) -> dict[str, torch.Tensor]:
+    """Render every pixel of ``cameras[view]``: unit features [H, W, 512] (and rgb [H, W, 3] in [0, 1])."""
+    u, v = cameras.pixel_grid()
+    u, v = u.reshape(-1), v.reshape(-1)
+    index = torch.full_like(u, view, dtype=torch.long)
+    feats, rgbs = [], []
+    for s in range(0, u.numel(), chunk):
+        o, d = scene_rays(cameras, index[s:s + chunk], u[s:s + chunk], v[s:s + chunk], kind)
+        samples = march(model.base, o, d, step)
+        viewdirs = nnf.normalize(d, dim=-1)[samples.ray_index] if with_rgb else None
+        out = model.render(samples.xyz, samples.weights, samples.ray_index, samples.n_rays, viewdirs=viewdirs,
+                           with_selection=False)
+        feats.append(nnf.normalize(out["features"], dim=-1))
+        if with_rgb:
+            rgbs.append(out["rgb"].clamp(0, 1))
+    h, w = cameras.height, cameras.width
+    result = {"features": torch.cat(feats).view(h, w, -1)}
+    if with_rgb:
+        result["rgb"] = torch.cat(rgbs).view(h, w, 3)
+    return result
+
+
+def class_cosines(features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """cos(F, t_hat_c) of unit features [H, W, D] and unit text [C, D] -> [C, H, W]."""
+    return torch.einsum("hwd,cd->chw", features, text.to(features))
+
+
+def teacher_cosines(clip_maps, image: int, text: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The 2D teacher's cosines mean_s cos(f_hat_s, t_hat_c) of cached image ``image``, bilinearly
+    resized to ``size`` = (H, W): [C, H, W]."""
+    feats = clip_maps.dense(image)  # [S, D, h, w], unit along D
+    cos = torch.einsum("sdhw,cd->schw", feats, text.float().cpu()).mean(0)
+    return nnf.interpolate(cos[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+def scene_at_feature_resolution(meta: dict, scene_root: str | Path | None = None, annotations: bool = True):
+    """The run's scene (or ``scene_root``) loaded at the CLIP feature resolution the run was trained at."""
+    from ovs3d.io.images import image_size, list_images
+    from ovs3d.scene.scene import load_scene
+
+    root = Path(scene_root or meta["scene"])
+    stored_w, _ = image_size(list_images(root / "images")[0])
+    return load_scene(root, downsample=stored_w / meta["clip_resolution"][0], load_annotations=annotations)
+
+
+@dataclass
+class TestOutputs:
+    """What ``run_test`` produced: the output folder, the metrics dict and the file lists."""
+
+    out: Path
+    metrics: dict
+    overlays: list[Path]
+    video: Path | None
+
+
+def run_test(run_dir: str | Path, out: str | Path | None = None, scene_root: str | Path | None = None,
+             video_frames: int = 120, chunk: int = 8192, device: str = "auto") -> TestOutputs:
+    """Render and score a stage-2 run (see the module docstring). Returns the outputs' summary."""
+    from ovs3d.device import resolve_device
+    from ovs3d.features.cache import FeatureMaps
+    from ovs3d.io.video import write_video
+    from ovs3d.scene.paths import spiral_path
+    from ovs3d.train.segment import load_segmentation
+
+    dev = resolve_device(device)
+    run_dir = Path(run_dir)
+    model, text, meta = load_segmentation(run_dir, dev)
+    out = Path(out) if out is not None else run_dir / "test"
+    scene = scene_at_feature_resolution(meta, scene_root)
+    root = scene.root
+    classes = meta["classes"]
+    step = float(meta["stage1_step"])
+    ann = scene.annotations
+    if ann is not None and ann.classes != classes:
+        raise ValueError(f"{root}: the annotation classes {ann.classes} differ from the run's {classes}")
+    views = ann.views if ann is not None else list(range(scene.n_images))
+    cameras = scene.cameras.to(dev)
+    labels, cosines, overlays = [], [], []
+    for view in views:
+        rendered = render_semantic_image(model, cameras, view, scene.kind, step, chunk)
+        cos = class_cosines(rendered["features"], text).cpu()
+        label = cos.argmax(0).numpy()
+        labels.append(label)
+        cosines.append(cos.numpy())
+        path = out / "segmentations_test" / f"{view:03d}.png"
+        write_png(path, overlay(label, scene.images[view], len(classes)))
+        overlays.append(path)
+    write_png(out / "classes_color.png", legend(classes))
+    protocols: list[ProtocolResult] = []
+    reference: dict[str, ProtocolResult] = {}
+    if ann is not None:
+        protocols = [evaluate_3dovs(np.stack(labels), ann.labels, views, classes),
+                     evaluate_per_query(np.stack(cosines), ann.labels, views, classes)]
+        clip_cache = meta.get("clip_cache")
+        if clip_cache and Path(clip_cache).is_dir():
+            maps = FeatureMaps(clip_cache)
+            teacher = [teacher_cosines(maps, v, text, (scene.height, scene.width)) for v in views]
+            reference["teacher_2d"] = evaluate_3dovs(np.stack([t.argmax(0).numpy() for t in teacher]), ann.labels,
+                                                     views, classes)
+    video = None
+    if video_frames > 0:
+        path_cams = spiral_path(scene.cameras, scene.bounds, n_frames=video_frames).to(dev)
+        frames = []
+        for i in range(len(path_cams)):
+            rendered = render_semantic_image(model, path_cams, i, scene.kind, step, chunk, with_rgb=True)
+            label = class_cosines(rendered["features"], text).argmax(0).cpu().numpy()
+            frame = overlay(label, rendered["rgb"].cpu().numpy(), len(classes))
+            write_png(out / "segmentations_path" / f"{i:03d}.png", frame)
+            frames.append(frame)
+        write_png(out / "segmentations_path" / "classes_color.png", legend(classes))
+        video = write_video(out / "segmentations_path" / "video.mp4", frames, fps=30)
+    extra = {"run": str(run_dir), "scene": str(root), "resolution": [scene.width, scene.height],
+             "views": views, "semantic_mode": meta["semantic"]["mode"], "iteration": meta["iteration"]}
+    metrics = write_report(out, classes, meta["encoders"], bool(meta.get("builtin_encoders")), protocols, extra,
+                           reference)
+    return TestOutputs(out, metrics, overlays, video)
