@@ -26,9 +26,6 @@ VERBS: dict[str, str] = {
     "query": "query",
     "relevancy": "relevancy",
     "run": "run",
-    "segment": "segment",
-    "test": "test",
-    "query": "query",
     "demo": "demo",
 }
 
