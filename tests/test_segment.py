@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,3 +107,92 @@ def test_legacy_config(tmp_path):
     assert cfg.dino_neg_weight == 0.22 and cfg.iterations == 15000 and cfg.samples_per_ray == 482
     assert [str(w.message) for w in caught] == [f"{path}: unknown key 'mystery_key' ignored"]
     assert legacy_samples_per_ray(2097156) == 482
+
+
+# ---- the verbs end to end on a tiny synthetic scene ---------------------------------------------------
+
+def fake_stage1(scene: Path, run: Path) -> None:
+    """A stage-1 run folder holding an untrained field with a uniform density slab (stands in for
+    `ovs3d reconstruct`, whose own tests train it; stage 2 only needs its checkpoint layout)."""
+    from ovs3d.train.checkpoint import save_checkpoint
+    from ovs3d.train.schedule import marching_step
+
+    box = torch.tensor([[-2.0, -2, -1], [2, 2, 1]])
+    base = TensoRF(box, (16, 16, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for p in base.density_planes:
+            p.fill_(1.0)
+        for line in base.density_lines:
+            line.fill_(0.05)
+    save_checkpoint(run, base, {"step": marching_step(box, 48), "scene": str(scene), "kind": "forward",
+                                "iteration": 0})
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """A 3-view 32x24 synthetic scene and a fake stage-1 run beside it."""
+    from ovs3d.scene.synthetic import make_synthetic_scene
+
+    root = tmp_path_factory.mktemp("segment_cli")
+    scene = make_synthetic_scene(root / "scene", n_views=3, width=32, height=24, n_annotated=2, supersample=1)
+    fake_stage1(scene, root / "stage1")
+    return root, scene
+
+
+BUILTIN = ["--features.clip.kind", "builtin", "--features.dino.kind", "builtin",
+           "--features.pyramid.stride-divisor", "1"]
+
+
+def test_verbs_segment_test_query(tiny_runs, capsys):
+    from ovs3d.cli.main import entrypoint
+
+    root, scene = tiny_runs
+    run = root / "stage2"
+    entrypoint(["segment", "--stage1", str(root / "stage1"), "--out", str(run), "--preset", "test",
+                "--iterations", "4", *BUILTIN])
+    assert "4 iterations" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # an existing run without --resume is refused
+        entrypoint(["segment", "--stage1", str(root / "stage1"), "--out", str(run), "--preset", "test", *BUILTIN])
+    entrypoint(["segment", "--stage1", str(root / "stage1"), "--out", str(run), "--preset", "test",
+                "--iterations", "6", "--resume", *BUILTIN])
+    entrypoint(["test", "--run", str(run), "--video-frames", "2"])
+    printed = capsys.readouterr().out
+    assert "3D-OVS protocol" in printed and "per-query protocol" in printed and "teacher_2d" in printed
+    assert "built-in" in printed
+    import json
+
+    metrics = json.loads((run / "test" / "metrics.json").read_text())
+    assert metrics["iteration"] == 6 and metrics["metrics_computed"] and metrics["builtin_encoders"]
+    assert 0 <= metrics["3dovs"]["miou"] <= 1 and len(metrics["3dovs"]["views"]) == 2
+    assert sorted(p.name for p in (run / "test" / "segmentations_test").iterdir()) == ["000.png", "002.png"]
+    assert (run / "test" / "segmentations_path").is_dir() and (run / "test" / "classes_color.png").is_file()
+    entrypoint(["query", "--run", str(run), "--text", "red ball", "--text", "a shiny green thing", "--view", "1"])
+    assert "ms per query" in capsys.readouterr().out
+    assert (run / "query" / "a_shiny_green_thing_001_overlay.png").is_file()
+    assert (run / "feature_cache" / "001.npy").is_file()
+
+
+def test_test_without_ground_truth_says_no_metrics(tiny_runs, tmp_path):
+    import shutil
+
+    from ovs3d.eval.segment_eval import run_test
+
+    root, scene = tiny_runs
+    bare = tmp_path / "bare"
+    shutil.copytree(scene, bare, ignore=shutil.ignore_patterns("features"))
+    for folder in (bare / "segmentations").iterdir():
+        if folder.is_dir():
+            shutil.rmtree(folder)
+    (bare / "segmentations" / "classes.txt").unlink()
+    from ovs3d.features.encoders import ClipConfig, DinoConfig
+    from ovs3d.features.extract import ExtractConfig
+    from ovs3d.features.pyramid import PyramidConfig
+    from ovs3d.train.segment import segment
+
+    extract = ExtractConfig(clip=ClipConfig(kind="builtin"), dino=DinoConfig(kind="builtin"),
+                            pyramid=PyramidConfig(stride_divisor=1))
+    segment(root / "stage1", tmp_path / "run", preset("test", iterations=2), extract, scene_root=bare,
+            classes=["red ball", "grey stone wall"], progress=False)
+    out = run_test(tmp_path / "run", video_frames=0)
+    assert "no metrics were computed" in (out.out / "results.txt").read_text()
+    assert len(out.overlays) == 3  # every view rendered

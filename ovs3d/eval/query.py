@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ovs3d.io.atomic import atomic_path, write_json_atomic
+from ovs3d.io.colormaps import heatmap
 from ovs3d.io.images import write_png
 
 
@@ -26,9 +27,8 @@ def _slug(text: str) -> str:
 
 
 def heat_overlay(relevancy: np.ndarray, rgb: np.ndarray) -> np.ndarray:
-    """0.5 RGB + 0.5 heat colour (black -> red -> yellow) of a [H, W] map in [0, 1] -> [H, W, 3] float."""
-    heat = np.stack([np.clip(2 * relevancy, 0, 1), np.clip(2 * relevancy - 1, 0, 1), np.zeros_like(relevancy)], -1)
-    return 0.5 * rgb + 0.5 * heat
+    """0.5 RGB + 0.5 ``io.colormaps.heatmap`` colour of a [H, W] map in [0, 1] -> [H, W, 3] float."""
+    return 0.5 * rgb + 0.5 * heatmap(relevancy).astype(np.float32) / 255.0
 
 
 def cached_features(model, scene, view: int, step: float, cache_dir: Path, iteration: int) -> np.ndarray:
@@ -61,7 +61,8 @@ def relevancy_map(features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
 
 def run_query(run_dir: str | Path, texts: list[str], views: list[int] | None = None, out: str | Path | None = None,
               scene_root: str | Path | None = None, device: str = "auto", repeats: int = 20) -> dict:
-    """Write ``<out>/<text>_<view>.png`` (grey relevancy) and ``..._overlay.png`` for every text and view,
+    """Write ``<out>/<text>_<view>.png`` (grey relevancy) and ``..._overlay.png`` (heat map over the image)
+    for every text and view,
     and ``<out>/query.json`` with the milliseconds per query on a cached view. Returns that dict."""
     from ovs3d.device import resolve_device
     from ovs3d.eval.segment_eval import scene_at_feature_resolution
