@@ -99,7 +99,7 @@ class ReconstructConfig:
     """Write the checkpoint every this many iterations (and at the end)."""
     log_every: int = 20
     """TensorBoard scalar interval (iterations)."""
-    render_chunk: int = 16384
+    render_chunk: int = 4096
     """Rays per chunk when rendering whole images."""
     render_eval: bool = True
     """Render the evaluation views into renders/ and compute PSNR/SSIM."""
@@ -117,8 +117,8 @@ class ReconstructConfig:
 
 PAPER = ReconstructConfig()
 CPU = dataclasses.replace(
-    PAPER, downsample=1.0, n_iters=1500, batch_size=2048, n_voxel_init=64 ** 3, n_voxel_final=160 ** 3,
-    upsample_iters=(200, 400, 600, 900), alpha_mask_iters=(300, 1000), checkpoint_every=250, video_frames=30,
+    PAPER, downsample=1.0, n_iters=1500, batch_size=1024, n_voxel_init=48 ** 3, n_voxel_final=128 ** 3,
+    upsample_iters=(150, 300, 500, 750), alpha_mask_iters=(250, 800), checkpoint_every=250, video_frames=30,
     video_downsample=2.0)
 TEST = dataclasses.replace(
     PAPER, downsample=1.0, holdout_every=4, n_iters=120, batch_size=512, n_voxel_init=24 ** 3,
@@ -179,6 +179,7 @@ class Reconstruction:
         self.reset_iteration = 0
         self.mask_reso: tuple[int, int, int] | None = None
         self.elapsed = 0.0
+        self.iteration_seconds: list[float] = []   # wall time of each iteration run by ``run`` (this process)
         if resume and (self.out / ckpt.CHECKPOINT).exists():
             self._restore()
         else:
@@ -297,7 +298,9 @@ class Reconstruction:
         start = time.perf_counter()
         base = self.elapsed
         for it in bar:
+            tick = time.perf_counter()
             stats = self.train_step()
+            self.iteration_seconds.append(time.perf_counter() - tick)
             self.elapsed = base + time.perf_counter() - start
             psnr_avg = stats["psnr"] if psnr_avg is None else 0.9 * psnr_avg + 0.1 * stats["psnr"]
             if it % 10 == 0:
