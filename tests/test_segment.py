@@ -196,3 +196,36 @@ def test_test_without_ground_truth_says_no_metrics(tiny_runs, tmp_path):
     out = run_test(tmp_path / "run", video_frames=0)
     assert "no metrics were computed" in (out.out / "results.txt").read_text()
     assert len(out.overlays) == 3  # every view rendered
+
+
+@pytest.mark.slow
+def test_real_encoder_path_random_vit_b16_and_dino_b8(tiny_runs, tmp_path):
+    """Stage 2 + test through open_clip ViT-B/16 and timm DINO ViT-B/8 loaded from random-weight files."""
+    open_clip = pytest.importorskip("open_clip")
+    timm = pytest.importorskip("timm")
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from ovs3d.eval.segment_eval import run_test
+    from ovs3d.features.encoders import ClipConfig, DinoConfig
+    from ovs3d.features.extract import ExtractConfig
+    from ovs3d.features.pyramid import PyramidConfig
+    from ovs3d.train.segment import segment
+
+    root, scene = tiny_runs
+    copy = tmp_path / "scene"
+    shutil.copytree(scene, copy, ignore=shutil.ignore_patterns("features"))
+    torch.manual_seed(0)
+    save_file(open_clip.create_model("ViT-B-16", force_quick_gelu=True).state_dict(), tmp_path / "clip.safetensors")
+    save_file(timm.create_model("vit_base_patch8_224.dino", pretrained=False, num_classes=0).state_dict(),
+              tmp_path / "dino.safetensors")
+    extract = ExtractConfig(clip=ClipConfig(weights=tmp_path / "clip.safetensors"),
+                            dino=DinoConfig(weights=tmp_path / "dino.safetensors"),
+                            pyramid=PyramidConfig(divisors=(2, 3, 4), stride_divisor=1))
+    summary = segment(root / "stage1", tmp_path / "run", preset("test", iterations=3), extract, scene_root=copy,
+                      progress=False)
+    assert summary["complete"] and "ViT-B-16" in summary["encoders"]["clip"]
+    assert "dino" in summary["encoders"]["dino"].lower()
+    result = run_test(tmp_path / "run", video_frames=0)
+    assert result.metrics["metrics_computed"] and not result.metrics["builtin_encoders"]

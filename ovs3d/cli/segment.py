@@ -30,6 +30,8 @@ class Config:
     """Override the semantic field mode (default: the preset's, faithful)."""
     iterations: int | None = None
     """Override the number of iterations."""
+    joint_start_iter: int | None = None
+    """Override the iteration at which appearance is unfrozen and the RGB loss starts."""
     resume: bool = False
     """Continue the run in --out from its last checkpoint."""
     features: ExtractConfig = field(default_factory=ExtractConfig)
@@ -45,7 +47,8 @@ def main(config: Config) -> None:
     cfg = preset(config.preset)
     if config.legacy_config is not None:
         cfg = read_legacy_config(config.legacy_config, cfg)
-    overrides = {k: v for k, v in (("mode", config.mode), ("iterations", config.iterations)) if v is not None}
+    overrides = {k: v for k, v in (("mode", config.mode), ("iterations", config.iterations),
+                                   ("joint_start_iter", config.joint_start_iter)) if v is not None}
     cfg = dataclasses.replace(cfg, **overrides)
     classes = read_classes(config.classes) if config.classes is not None else None
     summary = segment(config.stage1, config.out, cfg, config.features, config.scene, classes, config.resume,

@@ -110,7 +110,11 @@ def run_test(run_dir: str | Path, out: str | Path | None = None, scene_root: str
     step = float(meta["stage1_step"])
     ann = scene.annotations
     if ann is not None and ann.classes != classes:
-        raise ValueError(f"{root}: the annotation classes {ann.classes} differ from the run's {classes}")
+        from ovs3d.errors import InputError
+
+        raise InputError(root / "segmentations" / "classes.txt", f"the annotated classes {ann.classes} differ from "
+                         f"the classes the run was trained with {classes}",
+                         "train with the scene's class list, or pass a scene whose masks match the run's classes")
     views = ann.views if ann is not None else list(range(scene.n_images))
     cameras = scene.cameras.to(dev)
     labels, cosines, overlays = [], [], []
