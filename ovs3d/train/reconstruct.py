@@ -202,7 +202,7 @@ class Reconstruction:
     def _state(self) -> dict[str, Any]:
         return {"iteration": self.iteration, "reset_iteration": self.reset_iteration,
                 "mask_reso": list(self.mask_reso) if self.mask_reso else None, "elapsed_s": self.elapsed,
-                "n_samples": self.n_samples, "step": self.step, "scene": str(self.scene.root),
+                "n_samples": self.n_samples, "step": self.step, "scene": str(Path(self.scene.root).resolve()),
                 "kind": self.scene.kind, "width": self.scene.width, "height": self.scene.height,
                 "config": config_to_dict(self.config)}
 
