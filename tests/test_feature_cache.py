@@ -64,6 +64,8 @@ def test_round_trip_memmap_float16(tiny_scene):
     want = torch.from_numpy(array[:, :, 5, 3].astype(np.float32))
     assert got.shape == (1, 3, 13)
     assert torch.allclose(got[0], want / want.norm(dim=-1, keepdim=True), atol=1e-4)
+    u, v = np.random.default_rng(0).random((2, 50))
+    assert torch.equal(cache.FeatureMaps(folder, resident=True).sample(2, u, v), maps.sample(2, u, v))
 
 
 def test_same_seed_same_features_and_reuse(tiny_scene, tmp_path):

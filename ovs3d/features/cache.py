@@ -148,10 +148,15 @@ class FeatureMaps:
     nothing is read until it is indexed. ``sample`` gathers features at pixel positions given in
     normalised image coordinates, so callers at any image resolution read the same maps."""
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, resident: bool = False):
+        """``resident``: on first use, keep each image's map in RAM pixel-major ([h * w, S * D] float16,
+        the file's size per image) so that ``sample`` reads one contiguous row per corner instead of
+        S * D scattered values (3-4x faster for 4096 rays on a fern-size map; costs the cache's size in RAM)."""
         self.folder = Path(folder)
         self.maps = load_maps(self.folder)
         self.meta = read_meta(self.folder)
+        self.resident = resident
+        self._rows: dict[int, "torch.Tensor"] = {}
 
     def __len__(self) -> int:
         return len(self.maps)
@@ -178,8 +183,18 @@ class FeatureMaps:
         fx, fy = torch.from_numpy(x - x0).float(), torch.from_numpy(y - y0).float()
         lead = (slice(None),) * (array.ndim - 2)
 
-        def at(yy: np.ndarray, xx: np.ndarray) -> torch.Tensor:  # [..., n] -> [n, ...]
-            return torch.from_numpy(np.asarray(array[lead + (yy, xx)], dtype=np.float32)).movedim(-1, 0)
+        if self.resident:
+            if view not in self._rows:
+                flat = torch.from_numpy(np.array(array).reshape(-1, h * w))
+                self._rows[view] = flat.T.contiguous()  # [h * w, S * D]
+            rows = self._rows[view]
+
+            def at(yy: np.ndarray, xx: np.ndarray) -> torch.Tensor:  # -> [n, ...]
+                picked = rows.index_select(0, torch.from_numpy(yy * w + xx)).float()
+                return picked.view((len(yy),) + tuple(array.shape[:-2]))
+        else:
+            def at(yy: np.ndarray, xx: np.ndarray) -> torch.Tensor:  # [..., n] -> [n, ...]
+                return torch.from_numpy(np.asarray(array[lead + (yy, xx)], dtype=np.float32)).movedim(-1, 0)
 
         shape = (-1,) + (1,) * (array.ndim - 2)
         fx, fy = fx.view(shape), fy.view(shape)
