@@ -16,7 +16,7 @@ from ovs3d.features.encoders import ClipConfig, DinoConfig
 from ovs3d.features.extract import (ExtractConfig, ResolutionConfig, extract_clip, extract_dino, feature_size,
                                     store_grid)
 from ovs3d.io.images import write_png
-from features_helpers import single_thread  # noqa: F401  (autouse)
+from features_helpers import single_thread, small_dino_weights, tiny_clip_weights  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
@@ -185,3 +185,35 @@ def test_cli_extract_then_relevancy(tiny_scene, tmp_path):
         entrypoint(["relevancy", "--data", str(tiny_scene), "--view", "7", "--classes-file", str(classes),
                     "--out", str(out), *common])
     assert exit_info.value.code == 2
+
+
+def test_real_backends_round_trip_and_weights_change_invalidate(tiny_scene, tiny_clip_weights, small_dino_weights,
+                                                                tmp_path):
+    """open_clip and timm (random weights from files) through the cache: shapes, float16, determinism;
+    other weights (a new file content) select another cache, never the old one."""
+    import open_clip
+
+    clip_path, _ = tiny_clip_weights
+    dino_path, _ = small_dino_weights
+    cfg = ExtractConfig(clip=ClipConfig(model="ovs3d-test-tiny", weights=clip_path),
+                        dino=DinoConfig(model="vit_small_patch8_224.dino", weights=dino_path))
+    cfg.pyramid.divisors = (2, 3, 4)
+    clip_folder = extract_clip(tiny_scene, cfg)
+    meta = json.loads((clip_folder / "meta.json").read_text())
+    assert meta["encoder"] == "openclip ovs3d-test-tiny (tiny.pt)" and meta["shape"] == [3, 32, 16, 20]
+    first = np.load(clip_folder / "00.npy")
+    assert first.dtype == np.float16 and np.isfinite(first).all()
+    dino_folder = extract_dino(tiny_scene, cfg)
+    assert np.load(dino_folder / "02.npy", mmap_mode="r").shape == (384, 4, 5)
+    # same config in a fresh scene copy: identical bytes (deterministic)
+    copy = tmp_path / "copy"
+    (copy / "images").mkdir(parents=True)
+    for p in (tiny_scene / "images").iterdir():
+        (copy / "images" / p.name).write_bytes(p.read_bytes())
+    np.testing.assert_array_equal(np.load(extract_clip(copy, cfg) / "00.npy"), first)
+    # other weights: another key, another folder, other features
+    torch.manual_seed(1)
+    torch.save(open_clip.create_model("ovs3d-test-tiny").state_dict(), tmp_path / "other.pt")
+    cfg.clip.weights = tmp_path / "other.pt"
+    other = extract_clip(tiny_scene, cfg)
+    assert other != clip_folder and not np.array_equal(np.load(other / "00.npy"), first)

@@ -12,7 +12,7 @@ from ovs3d.features.builtin import ColorTextureExtractor, ColorWordEncoder
 from ovs3d.features.encoders import (ClipConfig, DenseFeatureExtractor, DinoConfig, ImageTextEncoder,
                                      build_dense_extractor, build_image_text_encoder)
 from ovs3d.features.relevancy import relevancy, text_embeddings
-from features_helpers import single_thread  # noqa: F401  (autouse)
+from features_helpers import single_thread, small_dino_weights, tiny_clip_weights  # noqa: F401  (fixtures)
 
 
 def solid(rgb, size=16) -> torch.Tensor:
@@ -103,24 +103,6 @@ def test_builtin_argmax_accuracy_on_synthetic_scene(synthetic_scene):
 
 # ---- real backends, random weights saved to a temporary file ------------------------------------------
 
-TINY_CLIP = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16},
-             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
-
-
-@pytest.fixture(scope="module")
-def tiny_clip_weights(tmp_path_factory):
-    """A registered 2-layer open_clip architecture and its random weights as a torch.save state dict."""
-    import json
-
-    open_clip = pytest.importorskip("open_clip")
-    folder = tmp_path_factory.mktemp("clip")
-    (folder / "ovs3d-test-tiny.json").write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(folder / "ovs3d-test-tiny.json")
-    torch.manual_seed(0)
-    model = open_clip.create_model("ovs3d-test-tiny")
-    torch.save(model.state_dict(), folder / "tiny.pt")
-    return folder / "tiny.pt", model.eval()
-
 
 def test_openclip_loads_a_weights_file_and_is_deterministic(tiny_clip_weights):
     path, reference = tiny_clip_weights
@@ -185,18 +167,6 @@ def test_missing_weights_fail_fast_naming_the_option(monkeypatch, tmp_path):
         build_dense_extractor(DinoConfig(), torch.device("cpu"))
     with pytest.raises(InputError, match="does not exist"):
         build_image_text_encoder(ClipConfig(weights=tmp_path / "nope.pt"), torch.device("cpu"))
-
-
-@pytest.fixture(scope="module")
-def small_dino_weights(tmp_path_factory):
-    timm = pytest.importorskip("timm")
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    model = timm.create_model("vit_small_patch8_224.dino", pretrained=False, num_classes=0)
-    path = tmp_path_factory.mktemp("dino") / "dino_small.safetensors"
-    save_file(model.state_dict(), path)
-    return path, model.eval()
 
 
 def test_timm_dino_last_block_before_norm_any_multiple_of_8(small_dino_weights):

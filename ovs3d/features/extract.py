@@ -231,6 +231,12 @@ def extract_features(scene_root: str | Path, config: ExtractConfig, log: Callabl
         state = "cached" if reused else f"done ({time.perf_counter() - start:.1f} s so far)"
         log(f"  image {index + 1}/{total}: {state}")
 
+    extractor = None
+    if not config.skip_dino:  # fail on missing DINO weights now, not after hours of CLIP extraction
+        check_weights_file(config.dino.weights, "--dino.weights")
+        folder, source = dino_source(Path(scene_root), config, scene_images(scene_root))
+        if not cache.is_complete(folder, source):
+            extractor = build_dense_extractor(config.dino, resolve_device(config.device))
     log(f"CLIP hierarchy ({config.clip.kind}) of {scene_root}")
     clip_folder = extract_clip(scene_root, config, progress=progress)
     log(f"  -> {clip_folder} [{cache.read_meta(clip_folder)['encoder']}]")
@@ -238,6 +244,6 @@ def extract_features(scene_root: str | Path, config: ExtractConfig, log: Callabl
     if not config.skip_dino:
         start = time.perf_counter()
         log(f"DINO maps ({config.dino.kind}) of {scene_root}")
-        dino_folder = extract_dino(scene_root, config, progress=progress)
+        dino_folder = extract_dino(scene_root, config, extractor, progress=progress)
         log(f"  -> {dino_folder} [{cache.read_meta(dino_folder)['encoder']}]")
     return {"clip": clip_folder, "dino": dino_folder}
