@@ -1,0 +1,141 @@
+"""The README's results table, generated from ``bench/results/*.json`` (never typed by hand).
+
+Each row names the benchmark file it comes from; a row whose file or figure is missing is left out.
+The table sits between the markers ``<!-- results:start -->`` and ``<!-- results:end -->``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.common import RESULTS_DIR
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+Row = tuple[str, str, str, str]  # (what, ours, baseline or target, source)
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = RESULTS_DIR / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def reconstruct_rows(r: dict) -> list[Row]:
+    p = r["parts"]
+    rows = []
+    if "cpu" in p:
+        c = p["cpu"]
+        rows.append(("Stage 1, `cpu` preset, fern_504, every 8th view held out",
+                     f"held-out PSNR {c['held_out_psnr']:.2f} dB, SSIM {c['held_out_ssim']:.3f}, "
+                     f"{c['total_seconds'] / 60:.1f} min, {c['seconds_per_iteration']:.2f} s/iter, "
+                     f"peak RSS {c['peak_rss_gb']:.2f} GB", "target >= 22 dB within 15 min", "reconstruct"))
+    if "naive" in p:
+        n = p["naive"]
+        rows.append(("Stage 1 renderer vs evaluate-every-sample, after the alpha mask",
+                     f"{n['ours_seconds_per_iteration']:.2f} s/iter", f"naive {n['naive_seconds_per_iteration']:.2f} s/iter "
+                     f"({n['speedup']:.1f}x; target >= 3x)", "reconstruct"))
+    if "small" in p:
+        s = p["small"]
+        rows.append(("Stage 1, authors' \"small\" setting (batch 1024, 64^3 -> 128^3, 600 iters)",
+                     f"{s['seconds_per_iteration']:.3f} s/iter, peak RSS {s['peak_rss_gb']:.2f} GB",
+                     "authors 0.30-0.47 s/iter, 5.7 GB", "reconstruct"))
+    if "paper-final" in p:
+        f = p["paper-final"]
+        rows.append(("Stage 1 at the paper's final grid (640^3 voxels, batch 4096)",
+                     f"{f['seconds_per_iteration']:.1f} s/iter", "authors 25 s/iter", "reconstruct"))
+    return rows
+
+
+def extract_rows(r: dict) -> list[Row]:
+    t, s = r["throughput"], r["storage"]
+    return [("CLIP hierarchy extraction (random ViT-B/16), seconds per crop",
+             f"{t['ours_batched']['seconds_per_crop']:.2f} s batched", f"one crop at a time "
+             f"{t['one_crop_at_a_time_pil']['seconds_per_crop']:.2f} s; authors 0.32 s", "extract"),
+            ("Feature cache on disk per view (fern, 504x378)",
+             f"{s['bytes_per_view']['ours_fp16_store_stride_2'] / 1e6:.0f} MB",
+             f"float32 torch.save {s['bytes_per_view']['authors_float32_torch_save'] / 1e6:.0f} MB "
+             f"({s['disk_ratio_float32_over_ours']:.1f}x)", "extract"),
+            ("Loading all 20 views' features for training",
+             f"{s['load_all_views_seconds']['ours_read_fully_into_ram_measured']:.1f} s read fully",
+             f"float32 torch.load {s['load_all_views_seconds']['authors_all_views_extrapolated']:.0f} s "
+             f"({s['load_speedup_read_fully']:.1f}x)", "extract")]
+
+
+def builtin_rows(r: dict) -> list[Row]:
+    return [(f"Built-in encoders, 2D argmax on the synthetic scene ({name})",
+             f"accuracy {s['accuracy']:.3f}, mIoU {s['miou']:.3f}", "2D teacher only (no 3D)", "builtin_features")
+            for name, s in r["scenes"].items()]
+
+
+def segment_rows(r: dict) -> list[Row]:
+    rows = []
+    if "pairwise" in r:
+        p = r["pairwise"]
+        rows.append(("FDA pairwise term, 8 crops x 1024 positions, forward + backward",
+                     f"{p['chunked']['peak_rss_above_inputs_gb']:.2f} GB",
+                     f"naive dense {p['dense']['peak_rss_above_inputs_gb']:.2f} GB "
+                     f"({p['memory_ratio_dense_over_chunked']:.1f}x)", "segment"))
+    for key, label in (("paper", "4096 rays + 8 patches"), ("paper_small", "1024 rays + 2 patches")):
+        if key in r:
+            p = r[key]
+            rows.append((f"Stage 2 at the authors' batches ({label}), all views' features",
+                         f"{p['s_per_iter_after_joint']:.1f} s/iter, peak RSS {p['peak_rss_gb']:.1f} GB",
+                         f"authors {p['authors']['s_per_iter'][0]}-{p['authors']['s_per_iter'][1]} s/iter, "
+                         f"{p['authors']['peak_rss_gb']} GB", "segment"))
+    return rows
+
+
+def lifting_rows(r: dict) -> list[Row]:
+    t, o = r["teacher_2d"], r["ours_3d"]
+    return [("3D lifting on statue_504 with a degraded 2D teacher (mIoU, all 29 views)",
+             f"ours 3D {o['miou_all']:.3f} (corrupted views {o['miou_corrupted_views']:.3f})",
+             f"teacher 2D {t['miou_all']:.3f} (corrupted views {t['miou_corrupted_views']:.3f})", "lifting")]
+
+
+def process_rows(r: dict) -> list[Row]:
+    return [(f"process-data, {r['views']} views of bird_360, {name} mapper",
+             f"{m['seconds_total']:.0f} s, {m['registered']}/{r['views']} registered",
+             f"camera-centre error {m['centre_error_mean_over_spread']:.3f} of the spread", "process_data")
+            for name, m in r["mappers"].items()]
+
+
+SOURCES: dict[str, Callable[[dict], list[Row]]] = {
+    "reconstruct": reconstruct_rows, "extract": extract_rows, "builtin_features": builtin_rows,
+    "segment": segment_rows, "lifting": lifting_rows, "process_data": process_rows}
+
+
+def results_table() -> str:
+    """Markdown table of every available figure, with the machine each file was measured on."""
+    rows, machines = [], set()
+    for name, make in SOURCES.items():
+        data = load(name)
+        if data is None:
+            continue
+        try:
+            rows += make(data)
+        except (KeyError, TypeError, ZeroDivisionError):
+            continue
+        m = data.get("machine", {})
+        machines.add(f"{m.get('cpu', '?')} ({m.get('cpu_cores', '?')} cores)" + (f", {m['gpu']}" if m.get("gpu") else ""))
+    lines = ["| benchmark | ovs3d | baseline / target | `bench/results/` |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | `{d}.json` |" for a, b, c, d in rows]
+    lines.append("")
+    lines.append(f"Measured on: {'; '.join(sorted(machines)) or 'no results yet'}. Regenerate with `python -m bench all`.")
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path = README) -> None:
+    """Replace the table between the markers in the README (the markers must exist)."""
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"bench: {readme} lacks the {START} / {END} markers")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{results_table()}\n{END}{tail}")
+    print(f"bench: updated the results table in {readme}")
+
+
+if __name__ == "__main__":
+    update_readme()
