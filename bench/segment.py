@@ -228,7 +228,7 @@ def bench_paper(small: bool = False) -> dict:
     if small:
         overrides.update(batch_size=1024, patch_num=2)
     spec = {"scene": str(require_shared("statue_504")), "clip": str(clip), "dino": str(dino), "classes": 6,
-            "preset": "paper", "overrides": overrides, "iterations": 3, "n_voxels": 262_144_000,
+            "preset": "paper", "overrides": overrides, "iterations": 2, "n_voxels": 262_144_000,
             "density": 2.0}
     result = bench_training(spec)
     theirs = AUTHORS["paper_small" if small else "paper"]
@@ -244,7 +244,7 @@ def bench_statue_cpu() -> dict:
 
     clip, dino = statue_caches()
     spec = {"scene": str(require_shared("statue_504")), "clip": str(clip), "dino": str(dino), "classes": 6,
-            "preset": "cpu", "overrides": {"joint_start_iter": 1, "samples_per_ray": 256}, "iterations": 3,
+            "preset": "cpu", "overrides": {"joint_start_iter": 1, "samples_per_ray": 256}, "iterations": 2,
             "n_voxels": 200 ** 3, "density": 2.0}
     return bench_training(spec)
 
