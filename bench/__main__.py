@@ -18,18 +18,21 @@ BENCHMARKS: dict[str, list[str]] = {
     "lifting": [],
     "process_data": [],
 }
+# Not in ``all``: needs a GPU (``python -m bench gpu``; ``python -m bench.gpu --smoke`` checks it on a CPU).
+EXTRA: dict[str, list[str]] = {"gpu": []}
 
 
 def main(argv: list[str]) -> int:
     names = list(BENCHMARKS) if not argv or argv == ["all"] else [n for n in argv if n != "table"]
-    unknown = [n for n in names if n not in BENCHMARKS]
+    known = {**BENCHMARKS, **EXTRA}
+    unknown = [n for n in names if n not in known]
     if unknown:
-        print(f"bench: unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}, all or table")
+        print(f"bench: unknown benchmark(s) {unknown}; choose from {list(known)}, all or table")
         return 2
     failed = []
     for name in names:
         print(f"bench: running {name}", flush=True)
-        if subprocess.call([sys.executable, "-m", f"bench.{name}", *BENCHMARKS[name]]) != 0:
+        if subprocess.call([sys.executable, "-m", f"bench.{name}", *known[name]]) != 0:
             failed.append(name)
     from bench.report import update_readme
 
