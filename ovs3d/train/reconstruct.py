@@ -118,8 +118,8 @@ class ReconstructConfig:
 PAPER = ReconstructConfig()
 CPU = dataclasses.replace(
     PAPER, downsample=1.0, n_iters=1500, batch_size=1024, n_voxel_init=48 ** 3, n_voxel_final=128 ** 3,
-    upsample_iters=(150, 300, 500, 750), alpha_mask_iters=(250, 800), checkpoint_every=250, video_frames=30,
-    video_downsample=2.0)
+    upsample_iters=(150, 300, 500, 750), alpha_mask_iters=(250, 800), lr_network=1e-3, alpha_mask_scale_density=True,
+    checkpoint_every=250, video_frames=30, video_downsample=2.0)
 TEST = dataclasses.replace(
     PAPER, downsample=1.0, holdout_every=4, n_iters=120, batch_size=512, n_voxel_init=24 ** 3,
     n_voxel_final=48 ** 3, upsample_iters=(30, 60), alpha_mask_iters=(45,), checkpoint_every=30, log_every=10,
