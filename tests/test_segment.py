@@ -259,7 +259,7 @@ def test_synthetic_scene_segmentation_floor(tmp_path):
                                  render_eval=False)
     reconstruct(scene, tmp_path / "stage1", stage1, progress=False)
     extract = ExtractConfig(clip=ClipConfig(kind="builtin"), dino=DinoConfig(kind="builtin"))
-    segment(tmp_path / "stage1", tmp_path / "stage2", preset("cpu", iterations=60, joint_start_iter=30), extract,
-            progress=False)
+    stage2 = preset("cpu", mode="faithful", iterations=60, joint_start_iter=30)
+    segment(tmp_path / "stage1", tmp_path / "stage2", stage2, extract, progress=False)
     metrics = run_test(tmp_path / "stage2", video_frames=0).metrics
     assert metrics["3dovs"]["miou"] >= MEASURED_MIOU - 0.05
