@@ -101,7 +101,7 @@ def main() -> None:
     start = time.perf_counter()
     run1 = work / "stage1"
     if not (run1 / "metrics.json").is_file():
-        config = dataclasses.replace(stage1.PRESETS["cpu"], video_frames=0)
+        config = dataclasses.replace(stage1.PRESETS["cpu"], video_frames=0, render_eval=False)
         stage1.reconstruct(scene_root, run1, config, resume=(run1 / CHECKPOINT).is_file())
     stage1_seconds = time.perf_counter() - start
     stage1_metrics = __import__("json").loads((run1 / "metrics.json").read_text())

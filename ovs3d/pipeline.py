@@ -138,14 +138,18 @@ def test_metric(result: dict) -> str:
 
 
 def run_pipeline(scene: str | Path, out: str | Path, config: PipelineConfig, classes: list[str] | None = None,
-                 log: Callable[[str], None] = print) -> list[StageResult]:
+                 log: Callable[[str], None] = print,
+                 stage_configs: tuple[stage1.ReconstructConfig, stage2.SegmentConfig] | None = None
+                 ) -> list[StageResult]:
     """Extract, reconstruct, segment and test ``scene`` into ``out``; returns the summary rows (also in
-    ``out/summary.json``). Input is validated (scene, classes) before any stage starts."""
+    ``out/summary.json``). Input is validated (scene, classes) before any stage starts.
+
+    ``stage_configs`` replaces the preset's stage-1 and stage-2 configs (the demo scales them to its scene)."""
     from ovs3d.features.extract import extract_features
     from ovs3d.scene.scene import load_scene
 
     scene, out = Path(scene), Path(out)
-    reconstruct_config, segment_config = stage_presets(config.preset)
+    reconstruct_config, segment_config = stage_configs or stage_presets(config.preset)
     reconstruct_config = dataclasses.replace(reconstruct_config, device=config.device)
     extract_config = dataclasses.replace(config.extract, device=config.device)
     loaded = load_scene(scene, downsample=reconstruct_config.downsample, load_annotations=True)

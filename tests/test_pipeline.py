@@ -1,0 +1,50 @@
+"""``ovs3d run`` end to end: interrupted after stage 1, rerun, stage 1 skipped, final metrics written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ovs3d.features.encoders import ClipConfig, DinoConfig
+from ovs3d.features.extract import ExtractConfig
+from ovs3d.pipeline import PipelineConfig, run_pipeline, summary_table
+
+
+class Interrupted(Exception):
+    """Stands in for a kill between two stages."""
+
+
+def test_run_resumes_after_an_interruption_and_skips_completed_stages(synthetic_scene: Path, tmp_path: Path):
+    scene = tmp_path / "scene"
+    shutil.copytree(synthetic_scene, scene)
+    out = tmp_path / "run"
+    config = PipelineConfig(preset="test", video_frames=2, device="cpu",
+                            extract=ExtractConfig(clip=ClipConfig(kind="builtin"), dino=DinoConfig(kind="builtin")))
+
+    def stop_at_segment(line: str) -> None:
+        if line.startswith("[segment]"):
+            raise Interrupted(line)
+
+    with pytest.raises(Interrupted):
+        run_pipeline(scene, out, config, log=stop_at_segment)
+    assert (out / "reconstruct" / "stage.json").is_file()
+    assert not (out / "test" / "metrics.json").exists()
+
+    lines: list[str] = []
+    rows = run_pipeline(scene, out, config, log=lines.append)
+    status = {row.stage: row.status for row in rows}
+    assert status == {"extract": "skipped", "reconstruct": "skipped", "segment": "ran", "test": "ran"}
+    assert any(line.startswith("[reconstruct] complete with the same settings: skipped") for line in lines)
+    metrics = json.loads((out / "test" / "metrics.json").read_text())
+    assert metrics["metrics_computed"] and 0.0 <= metrics["3dovs"]["miou"] <= 1.0
+    assert metrics["builtin_encoders"] is True
+    assert "reconstruct" in summary_table(rows)
+
+    # A changed setting redoes that stage and moves the old outputs aside (nothing is deleted).
+    changed = PipelineConfig(preset="test", video_frames=0, device="cpu", extract=config.extract)
+    rows = run_pipeline(scene, out, changed, log=lines.append)
+    assert {row.stage: row.status for row in rows}["test"] == "ran"
+    assert (out / "test.old-1" / "metrics.json").is_file()
