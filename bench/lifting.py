@@ -28,6 +28,26 @@ CLASSES = ["statue", "background"]
 TEACHER_NAME = "degraded ground-truth teacher (bench; NOT CLIP)"
 
 
+def two_class_scene(src: Path, dst: Path) -> Path:
+    """A view of ``src`` (images and poses linked, not copied) whose annotations hold both classes:
+    ``statue`` (the scene's masks) and ``background`` (their complement), as the 3D-OVS protocol needs."""
+    from PIL import Image
+
+    seg = dst / "segmentations"
+    seg.mkdir(parents=True, exist_ok=True)
+    for name in ("images", "poses_bounds.npy"):
+        if not (dst / name).exists():
+            (dst / name).symlink_to((src / name).resolve())
+    (seg / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    for folder in sorted(p for p in (src / "segmentations").iterdir() if p.is_dir()):
+        out = seg / folder.name
+        out.mkdir(exist_ok=True)
+        statue = np.asarray(Image.open(folder / "statue.png").convert("L"))
+        Image.fromarray(np.where(statue == 255, 255, 0).astype(np.uint8)).save(out / "statue.png")
+        Image.fromarray(np.where(statue == 255, 0, 255).astype(np.uint8)).save(out / "background.png")
+    return dst
+
+
 def teacher_cache(scene_root: Path, folder: Path, labels: np.ndarray, corrupted: list[int], dim: int) -> tuple[Path, torch.Tensor]:
     """Write the teacher's features as a CLIP-hierarchy cache [3, dim, h, w] (normalised, float16);
     returns the folder and the [C, dim] text embeddings."""
@@ -106,9 +126,9 @@ def main() -> None:
     stage1_seconds = time.perf_counter() - start
     stage1_metrics = __import__("json").loads((run1 / "metrics.json").read_text())
 
+    scene_root = two_class_scene(scene_root, work / "statue_2class")
     small = load_scene(scene_root, downsample=args.feature_downsample)
-    statue = small.annotations.labels
-    labels = np.concatenate([statue, 1 - statue], axis=-1)
+    labels = small.annotations.labels
     corrupted = list(range(1, small.n_images, args.corrupt_every))
     clip_folder, text = teacher_cache(scene_root, work / "features" / "teacher", labels, corrupted, args.dim)
     dino_folder = builtin_dino_cache(scene_root, work / "features" / "dino", (small.width, small.height))
