@@ -23,11 +23,11 @@ class Config:
     classes: Path | None = None
     """Class list, one prompt per line (default: the scene's segmentations/classes.txt)."""
     preset: Literal["paper", "cpu", "test"] = "cpu"
-    """paper: the authors' values (GPU); cpu: scaled for a 2-core CPU (improved mode, lr 5e-3); test: tiny."""
+    """paper: the authors' values (GPU); cpu: scaled for a 2-core CPU (lr 5e-3); test: tiny."""
     legacy_config: Path | None = None
     """An authors' configs/<scene>.txt (key = value) applied over the preset; unknown keys are warned about."""
     mode: Literal["faithful", "improved"] | None = None
-    """Override the semantic field mode (default: the preset's: paper/test faithful, cpu improved)."""
+    """Override the semantic field mode (default: faithful in every preset)."""
     iterations: int | None = None
     """Override the number of iterations."""
     joint_start_iter: int | None = None
