@@ -114,6 +114,9 @@ def main() -> None:
     parser.add_argument("--feature-downsample", type=int, default=2, help="teacher maps at the image size / this")
     parser.add_argument("--corrupt-every", type=int, default=3, help="every n-th view (from 1) gets an error")
     parser.add_argument("--dim", type=int, default=16, help="teacher embedding dimension")
+    parser.add_argument("--fda", action="store_true",
+                        help="keep the FDA loss (off by default: the built-in DINO-slot affinities are not calibrated "
+                             "for dino_shift 0.7; see ovs3d/demo.py)")
     args = parser.parse_args()
 
     scene_root = require_shared("statue_504")
@@ -136,13 +139,15 @@ def main() -> None:
     scene = load_scene(scene_root, load_annotations=False)
     base, base_meta = load_field(run1)
     overrides = {"mode": args.mode} if args.mode else {}
+    if not args.fda:
+        overrides.update(dino_pos_weight=0.0, dino_neg_weight=0.0)
     config = preset(args.stage2_preset, **overrides)
     data = prepare_data(scene, clip_folder, dino_folder, text)
     meta = {"scene": str(scene_root), "stage1": str(run1.resolve()), "classes": CLASSES,
             "encoders": {"clip": TEACHER_NAME, "dino": data.dino.encoder}, "builtin_encoders": True,
             "clip_cache": str(clip_folder), "dino_cache": str(dino_folder), "clip_resolution": [small.width, small.height],
             "stage1_step": float(base_meta["step"])}
-    run2 = work / f"segment-{args.stage2_preset}-{config.mode}"
+    run2 = work / f"segment-{args.stage2_preset}-{config.mode}{'-fda' if args.fda else ''}"
     model = SemanticField(base, SemanticConfig(mode=config.mode, feature_dim=args.dim),
                           torch.Generator().manual_seed(config.seed))
     trainer = SegmentTrainer(model, data, config, run2, torch.device("cpu"), meta, stage1_step=float(base_meta["step"]))
@@ -157,7 +162,7 @@ def main() -> None:
     write_result("lifting", {
         "scene": "statue_504", "classes": CLASSES, "views": views, "corrupted_views": corrupted,
         "teacher": TEACHER_NAME, "dino": data.dino.encoder, "stage2_preset": args.stage2_preset,
-        "semantic_mode": config.mode, "eval_resolution": metrics["resolution"],
+        "semantic_mode": config.mode, "fda_loss": args.fda, "eval_resolution": metrics["resolution"],
         "stage1": {"psnr_train": stage1_metrics.get("psnr"), "seconds_this_run": stage1_seconds},
         "stage2": {"iterations": trainer.iteration, "seconds": stage2_seconds, "s_per_iter": summary["s_per_iter"]},
         "teacher_2d": teacher, "ours_3d": ours,
