@@ -18,8 +18,9 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Callable, Literal
 
+from ovs3d.config import to_plain
 from ovs3d.errors import InputError
 from ovs3d.features.extract import ExtractConfig
 from ovs3d.io.atomic import write_json_atomic
@@ -49,19 +50,6 @@ def stage_presets(name: str) -> tuple[stage1.ReconstructConfig, stage2.SegmentCo
     reconstruct = stage1.PRESETS.get(name) or stage1.PRESETS.get("paper")
     segment = stage2.PRESETS.get(name) or stage2.PRESETS.get("paper")
     return reconstruct, segment
-
-
-def plain(value: Any) -> Any:
-    """JSON-comparable form of a config: dataclasses -> dicts, tuples -> lists, Paths -> str."""
-    if dataclasses.is_dataclass(value):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 @dataclass
@@ -114,8 +102,8 @@ def run_stage(name: str, folder: Path, config: dict, work: Callable[[bool], dict
     result = work(resume)
     seconds = time.perf_counter() - start
     folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder / STAGE_RECORD, {"config": config, "seconds": seconds, "result": plain(result)})
-    return StageResult(name, "ran" if not resume else "resumed", seconds, metric(plain(result)), str(folder))
+    write_json_atomic(folder / STAGE_RECORD, {"config": config, "seconds": seconds, "result": to_plain(result)})
+    return StageResult(name, "ran" if not resume else "resumed", seconds, metric(to_plain(result)), str(folder))
 
 
 def reconstruct_metric(result: dict) -> str:
@@ -163,17 +151,17 @@ def run_pipeline(scene: str | Path, out: str | Path, config: PipelineConfig, cla
         folders = extract_features(scene, extract_config, log=log)
         return {"clip": str(folders["clip"]), "dino": str(folders["dino"]) if folders["dino"] else None}
 
-    rows.append(run_stage("extract", out / "features", plain(extract_config), extract,
+    rows.append(run_stage("extract", out / "features", to_plain(extract_config), extract,
                           lambda r: f"cache {Path(r['clip']).name}", log))
     stage1_dir = out / "reconstruct"
     rows.append(run_stage(
-        "reconstruct", stage1_dir, {"scene": str(scene.resolve()), **plain(reconstruct_config)},
+        "reconstruct", stage1_dir, {"scene": str(scene.resolve()), **to_plain(reconstruct_config)},
         lambda resume: stage1.reconstruct(scene, stage1_dir, reconstruct_config, resume=resume),
         reconstruct_metric, log))
     stage2_dir = out / "segment"
     rows.append(run_stage(
-        "segment", stage2_dir, {"classes": classes, "stage1": str(stage1_dir.resolve()), **plain(segment_config),
-                                "extract": plain(extract_config)},
+        "segment", stage2_dir, {"classes": classes, "stage1": str(stage1_dir.resolve()), **to_plain(segment_config),
+                                "extract": to_plain(extract_config)},
         lambda resume: stage2.segment(stage1_dir, stage2_dir, segment_config, extract_config, scene_root=scene,
                                       classes=classes, resume=resume, device=config.device),
         segment_metric, log))

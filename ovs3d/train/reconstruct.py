@@ -32,6 +32,7 @@ import torch
 import yaml
 
 from ovs3d.device import resolve_device
+from ovs3d.config import to_plain
 from ovs3d.errors import InputError
 from ovs3d.field.occupancy import build_occupancy
 from ovs3d.field.tensorf import TensoRF, TensoRFConfig
@@ -130,19 +131,6 @@ AUTHORS_SMALL = dataclasses.replace(
 PRESETS: dict[str, ReconstructConfig] = {"paper": PAPER, "cpu": CPU, "test": TEST, "authors-small": AUTHORS_SMALL}
 
 
-def config_to_dict(config: Any) -> Any:
-    """Plain (YAML/JSON-able) form of a config dataclass: tuples -> lists, Paths -> str."""
-    def plain(x: Any) -> Any:
-        if isinstance(x, (list, tuple)):
-            return [plain(i) for i in x]
-        if isinstance(x, dict):
-            return {k: plain(v) for k, v in x.items()}
-        if isinstance(x, Path):
-            return str(x)
-        return x
-    return plain(dataclasses.asdict(config))
-
-
 class Reconstruction:
     """A stage-1 training run: the scene, the field, the optimiser and the schedule state.
 
@@ -204,7 +192,7 @@ class Reconstruction:
                 "mask_reso": list(self.mask_reso) if self.mask_reso else None, "elapsed_s": self.elapsed,
                 "n_samples": self.n_samples, "step": self.step, "scene": str(Path(self.scene.root).resolve()),
                 "kind": self.scene.kind, "width": self.scene.width, "height": self.scene.height,
-                "config": config_to_dict(self.config)}
+                "config": to_plain(self.config)}
 
     def save(self) -> None:
         ckpt.save_checkpoint(self.out, self.field, self._state(), self.optimizer, {"train": self.generator})
@@ -290,7 +278,7 @@ class Reconstruction:
 
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.out / "config.yml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        write_text_atomic(self.out / "config.yml", yaml.safe_dump(to_plain(cfg), sort_keys=False))
         writer = SummaryWriter(str(self.out / "tb"), purge_step=self.iteration)
         bar = tqdm(range(self.iteration, cfg.n_iters), initial=self.iteration, total=cfg.n_iters,
                    disable=not progress, desc="reconstruct", dynamic_ncols=True)
