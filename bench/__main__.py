@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "reconstruct": ["--part", "all"],
     "extract": [],
     "builtin_features": [],
+    "demo": [],
     "segment": [],
     "lifting": [],
     "process_data": [],

@@ -119,9 +119,11 @@ def test_metric(result: dict) -> str:
         return "no ground truth: rendered only"
     ours = result["3dovs"]
     text = f"mIoU {ours['miou']:.3f}, acc {ours['accuracy']:.3f}"
-    teacher = result.get("reference", {}).get("teacher_2d", {}).get("3dovs")
-    if teacher:
-        text += f" (2D teacher mIoU {teacher['miou']:.3f})"
+    reference = result.get("reference", {})
+    teachers = [f"{reference[name]['3dovs']['miou']:.3f} {label}"
+                for name, label in (("teacher_2d", "cosine"), ("teacher_2d_relevancy", "relevancy")) if name in reference]
+    if teachers:
+        text += f" (2D teacher mIoU {' / '.join(teachers)})"
     return text
 
 

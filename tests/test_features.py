@@ -79,7 +79,8 @@ def test_relevancy_is_minmax_per_scale_and_class():
 def test_builtin_argmax_accuracy_on_synthetic_scene(synthetic_scene):
     """2D argmax over the scene's classes from the built-in hierarchy, per annotated view, against the GT.
 
-    Measured (seed-0 fixture, 96x72): accuracy 0.948-0.952 per view, mIoU 0.731-0.740; asserted with margin."""
+    Measured (seed-0 fixture, 96x72, `python -m bench.builtin_features`): accuracy 0.959-0.965 per view,
+    mIoU 0.836; asserted with margin."""
     from ovs3d.eval.segmentation import evaluate_3dovs
     from ovs3d.features.extract import normalize
     from ovs3d.features.pyramid import PyramidConfig, extract_hierarchy
@@ -97,8 +98,8 @@ def test_builtin_argmax_accuracy_on_synthetic_scene(synthetic_scene):
         features = normalize(extract_hierarchy(image, enc, PyramidConfig(seed=0), view), dim=1)
         labels.append(label_map(features, text).numpy())
     result = evaluate_3dovs(np.stack(labels), ann.labels, ann.views, ann.classes)
-    assert min(result.accuracy_per_view) >= 0.90, result.accuracy_per_view
-    assert result.miou >= 0.65, result.miou_per_view
+    assert min(result.accuracy_per_view) >= 0.93, result.accuracy_per_view
+    assert result.miou >= 0.78, result.miou_per_view
 
 
 # ---- real backends, random weights saved to a temporary file ------------------------------------------

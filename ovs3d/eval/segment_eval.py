@@ -11,8 +11,11 @@ no "unknown" class). Written under the output folder (default ``<run>/test``):
     results.txt, metrics.json           both protocols (``eval/segmentation.py``), plus the 2D
                                         teacher's own per-view argmax on the same views
 
-The 2D teacher's label is argmax_c mean_s cos(f_hat_s, t_hat_c) of the cached CLIP hierarchy,
-bilinearly upsampled to the test resolution: what the features say before any 3D lifting.
+Two 2D teachers are scored on the same views, from the cached CLIP hierarchy at the test resolution
+(what the features say before any 3D lifting): ``teacher_2d``, argmax_c mean_s cos(f_hat_s, t_hat_c)
+(the cosines the feature loss distils), and ``teacher_2d_relevancy``, argmax_c mean_s R_{s,c} with the
+per-image min-max relevancies R of the RDA target and ``ovs3d relevancy``
+(``features.relevancy.label_map``); the second is usually the stronger.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch.nn.functional as nnf
 
 from ovs3d.eval.report import write_report
 from ovs3d.eval.segmentation import ProtocolResult, evaluate_3dovs, evaluate_per_query
+from ovs3d.features.relevancy import label_map
 from ovs3d.field.semantic import SemanticField
 from ovs3d.io.colormaps import legend, overlay
 from ovs3d.io.images import write_png
@@ -136,9 +140,11 @@ def run_test(run_dir: str | Path, out: str | Path | None = None, scene_root: str
         clip_cache = meta.get("clip_cache")
         if clip_cache and Path(clip_cache).is_dir():
             maps = FeatureMaps(clip_cache)
-            teacher = [teacher_cosines(maps, v, text, (scene.height, scene.width)) for v in views]
-            reference["teacher_2d"] = evaluate_3dovs(np.stack([t.argmax(0).numpy() for t in teacher]), ann.labels,
-                                                     views, classes)
+            size = (scene.width, scene.height)
+            teacher = [teacher_cosines(maps, v, text, size[::-1]).argmax(0).numpy() for v in views]
+            reference["teacher_2d"] = evaluate_3dovs(np.stack(teacher), ann.labels, views, classes)
+            teacher = [label_map(maps.dense(v), text.float().cpu(), size).numpy() for v in views]
+            reference["teacher_2d_relevancy"] = evaluate_3dovs(np.stack(teacher), ann.labels, views, classes)
     video = None
     if video_frames > 0:
         path_cams = spiral_path(scene.cameras, scene.bounds, n_frames=video_frames).to(dev)

@@ -5,9 +5,10 @@ Joint space of the colour-word encoder: D = K = 13 colour prototypes (red, orang
 cyan, blue, purple, pink, brown, beige, white, grey, black), each an sRGB colour.
 
 - image: each pixel's CIELAB colour x gets a soft assignment over the prototypes,
-  w_k(x) = softmax_k(-d(x, c_k)^2 / (2 sigma^2)) with d^2 = (l_w dL)^2 + da^2 + db^2 (lightness
-  down-weighted, so shading changes the assignment less than hue does); the crop's embedding is
-  the mean of w over its pixels: a colour histogram, sum 1.
+  w_k(x) = softmax_k(-|phi(x) - phi(c_k)|^2 / (2 sigma^2)) with phi(L, a, b) = (l_w L, 50 a / (L + k),
+  50 b / (L + k)): chroma relative to lightness, so a shadowed surface keeps its colour name (a dark
+  red stays red instead of turning brown); the crop's embedding is the mean of w over its pixels: a
+  colour histogram, sum 1.
 - text: each known word maps to a distribution over the same prototypes (a colour word to its
   prototype, a material word to its typical colours: "wooden" -> brown, beige, orange; "stone" ->
   grey); the prompt's embedding is the sum over its known words, colour words counting twice.
@@ -77,19 +78,33 @@ def srgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=-3)
 
 
-class SoftColorAssignment:
-    """Per-pixel soft assignment to the colour prototypes: [B, 3, H, W] RGB -> [B, K, H, W], sum 1 over K."""
+def shading_invariant(lab: torch.Tensor, lightness_weight: float, offset: float) -> torch.Tensor:
+    """[..., 3, H, W] CIELAB -> (l_w L, 50 a / (L + k), 50 b / (L + k)) on the same layout.
 
-    def __init__(self, device: torch.device, sigma: float = 14.0, lightness_weight: float = 0.5):
+    Shading scales a surface's L and its chroma (a, b) roughly together, so dividing a and b by the
+    lightness (plus ``offset`` k, which keeps dark pixels stable) makes a shadowed red stay red rather
+    than turn brown; L itself, down-weighted, still separates white, grey and black."""
+    light, a, b = lab.unbind(-3)
+    scale = 50.0 / (light + offset)
+    return torch.stack([lightness_weight * light, a * scale, b * scale], dim=-3)
+
+
+class SoftColorAssignment:
+    """Per-pixel soft assignment to the colour prototypes: [B, 3, H, W] RGB -> [B, K, H, W], sum 1 over K.
+
+    w_k(x) = softmax_k(-|phi(x) - phi(c_k)|^2 / (2 sigma^2)), phi = ``shading_invariant`` of CIELAB."""
+
+    def __init__(self, device: torch.device, sigma: float = 14.0, lightness_weight: float = 0.3,
+                 offset: float = 20.0):
         protos = torch.tensor([COLORS[name] for name in PROTOTYPES], dtype=torch.float32, device=device)
-        self.weights = torch.tensor([lightness_weight, 1.0, 1.0], device=device)
-        self.centres = srgb_to_lab(protos.T.reshape(3, len(PROTOTYPES), 1)).reshape(3, -1).T * self.weights  # [K, 3]
+        self.phi = lambda lab: shading_invariant(lab, lightness_weight, offset)
+        self.centres = self.phi(srgb_to_lab(protos.T.reshape(3, len(PROTOTYPES), 1))).reshape(3, -1).T  # [K, 3]
         self.sigma = sigma
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        lab = srgb_to_lab(images.float()) * self.weights.view(1, 3, 1, 1)  # [B, 3, H, W]
-        # d^2 = |x|^2 - 2 <x, c_k> + |c_k|^2; |x|^2 is constant over k and cancels in the softmax.
-        logits = torch.einsum("kc,bchw->bkhw", self.centres, lab) - 0.5 * (self.centres**2).sum(1).view(1, -1, 1, 1)
+        x = self.phi(srgb_to_lab(images.float()))  # [B, 3, H, W]
+        # |x - c_k|^2 = |x|^2 - 2 <x, c_k> + |c_k|^2; |x|^2 is constant over k and cancels in the softmax.
+        logits = torch.einsum("kc,bchw->bkhw", self.centres, x) - 0.5 * (self.centres**2).sum(1).view(1, -1, 1, 1)
         return torch.softmax(logits / self.sigma**2, dim=1)
 
 
@@ -113,7 +128,7 @@ class ColorWordEncoder:
     """Image-text encoder over colour and material words (weight-free; NOT CLIP). See the module doc."""
 
     name = "builtin-color-words (not CLIP)"
-    version = 1
+    version = 2
     embedding_dim = len(PROTOTYPES)
     input_size = 16
 
@@ -153,7 +168,7 @@ class ColorTextureExtractor:
     the same surface have a cosine near 1, cells of different colours near 0."""
 
     name = "builtin-color-texture (not DINO)"
-    version = 1
+    version = 2
     stride = 8
     feature_dim = len(PROTOTYPES) + 3
     texture_weight = 2.0

@@ -104,6 +104,8 @@ class ReconstructConfig:
     """Rays per chunk when rendering whole images."""
     render_eval: bool = True
     """Render the evaluation views into renders/ and compute PSNR/SSIM."""
+    eval_every: int = 1
+    """Render and score every n-th evaluation view only (1: all of them)."""
     video_frames: int = 120
     """Frames of the spiral video (0: no video)."""
     video_downsample: float = 1.0
@@ -309,12 +311,13 @@ class Reconstruction:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
-        """Render the evaluation views (held out, or all training views) into renders/; PSNR and SSIM."""
+        """Render the evaluation views (held out, or all training views; every ``eval_every``-th of them) into
+        renders/; PSNR and SSIM."""
         from ovs3d.eval.metrics import psnr, ssim
         from ovs3d.io.images import write_png
 
         held_out = bool(self.scene.test_views)
-        views = self.scene.test_views if held_out else self.scene.train_views
+        views = (self.scene.test_views if held_out else self.scene.train_views)[::max(self.config.eval_every, 1)]
         rows = []
         for view in views:
             out = self.render_image(self.cameras, view)
