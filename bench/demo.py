@@ -56,7 +56,7 @@ def run(out: Path) -> dict:
             "resolution": metrics["resolution"], "semantic_mode": metrics["semantic_mode"],
             "result_3d": {"3dovs": protocol_summary(metrics["3dovs"]),
                           "per_query": protocol_summary(metrics["per_query"])},
-            "teacher_2d": {"3dovs": protocol_summary(metrics["reference"]["teacher_2d"]["3dovs"])},
+            "teachers_2d": {name: protocol_summary(ref["3dovs"]) for name, ref in metrics["reference"].items()},
             "folder": str(out)}
 
 
