@@ -187,7 +187,7 @@ def kept_samples(spec: dict) -> float:
     from ovs3d.scene.scene import load_scene
     from ovs3d.train.checkpoint import load_field
     from ovs3d.train.reconstruct import scene_rays
-    from ovs3d.train.schedule import marching_step, n_to_reso
+    from ovs3d.train.schedule import marching_step
 
     scene = load_scene(spec["scene"], load_annotations=False)
     if spec.get("stage1"):

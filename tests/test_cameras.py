@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from ovs3d.scene.cameras import Cameras, ndc_rays
-from ovs3d.scene.llff import average_pose, llff_to_ovs3d, recenter
+from ovs3d.scene.llff import llff_to_ovs3d
+from ovs3d.scene.normalize import average_pose, recenter
 
 W, H, F = 64, 48, 50.0
 

@@ -18,6 +18,7 @@ class CentreStub:
     name = "stub"
     embedding_dim = 2
     input_size = 24
+    batch_size = 64
     device = torch.device("cpu")
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:

@@ -131,6 +131,7 @@ class ColorWordEncoder:
     version = 2
     embedding_dim = len(PROTOTYPES)
     input_size = 16
+    batch_size = 1024
 
     def __init__(self, device: torch.device | str = "cpu"):
         self.device = torch.device(device)

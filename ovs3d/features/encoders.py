@@ -40,6 +40,8 @@ class ImageTextEncoder(Protocol):
     """D, the length of an embedding."""
     input_size: int
     """Side of the square image the encoder works at; callers may pre-resize crops to it."""
+    batch_size: int
+    """Crops per forward pass that run fastest on the encoder's device (the pyramid's default)."""
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] float RGB in [0, 1] -> [B, D] float32 embeddings (not normalised)."""

@@ -45,8 +45,8 @@ class PyramidConfig:
     """Seeded jitter of crop size and position (the paper jitters, unseeded); False: a plain grid."""
     seed: int = 0
     """Seed of the jitter; image i uses the stream (seed, i), so results do not depend on the order."""
-    batch_size: int = 256
-    """Crops per encoder forward pass."""
+    batch_size: int = 0
+    """Crops per encoder forward pass (0: the encoder's own ``batch_size``, the fastest on its device)."""
 
 
 def patch_sides(width: int, height: int, divisors: tuple[int, ...]) -> list[int]:
@@ -148,9 +148,10 @@ def extract_hierarchy(image: torch.Tensor, encoder: ImageTextEncoder, config: Py
     """The patch hierarchy of one image: [3, H, W] RGB in [0, 1] -> [S, D, H, W] float32 per-pixel mean
     crop embeddings (not normalised), S = len(config.divisors), on the image's device."""
     _, height, width = image.shape
+    batch_size = config.batch_size or encoder.batch_size
     scales = []
     for boxes in crop_boxes(width, height, config, image_index):
-        embeddings = encode_boxes(image, boxes, encoder, config.batch_size)
+        embeddings = encode_boxes(image, boxes, encoder, batch_size)
         scales.append(average_into_pixels(boxes, embeddings, height, width))
     return torch.stack(scales)
 

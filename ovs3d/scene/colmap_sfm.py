@@ -11,7 +11,6 @@ COLMAP's convention: ``cam_from_world`` maps world points into the camera frame,
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal

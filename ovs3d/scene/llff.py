@@ -25,7 +25,7 @@ from ovs3d.io.images import image_size, list_images, read_rgb
 from ovs3d.scene.annotations import load_annotations as read_annotations
 from ovs3d.scene.cameras import Cameras
 from ovs3d.scene.layout import detect_kind
-from ovs3d.scene.normalize import BOUNDS_SCALE, average_pose, normalize, normalize_poses, recenter  # noqa: F401 (re-exported)
+from ovs3d.scene.normalize import normalize_poses
 from ovs3d.scene.scene import Scene, holdout_split
 
 def read_poses_bounds(path: Path, n_images: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:

@@ -26,7 +26,7 @@ def spiral_path(cameras: Cameras, bounds: np.ndarray, n_frames: int = 120, rotat
     0.75 / (5 max far)); frame k at angle theta = 4 pi k / n (2 rotations) has centre
     base @ (r_x cos theta, -r_y sin theta, -r_z sin(z_rate theta)) and looks at base @ (0, 0, -focus).
     """
-    from ovs3d.scene.llff import average_pose
+    from ovs3d.scene.normalize import average_pose
 
     c2w = cameras.c2w.double().cpu().numpy()
     base = average_pose(c2w)

@@ -37,7 +37,7 @@ import numpy as np
 
 from ovs3d.errors import InputError
 from ovs3d.io.images import write_png
-from ovs3d.scene.llff import BOUNDS_SCALE
+from ovs3d.scene.normalize import BOUNDS_SCALE
 from ovs3d.scene.paths import look_at
 from ovs3d.scene.raytrace import first_hits, shade
 
