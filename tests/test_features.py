@@ -42,6 +42,21 @@ def test_color_words_rank_like_clip_for_known_words():
     assert (torch.nn.functional.normalize(shaded, dim=1) @ text.T).argmax() == 0
 
 
+@pytest.mark.parametrize("lit, shadowed, name", [((0.85, 0.12, 0.10), (0.35, 0.05, 0.04), "red"),
+                                                 ((0.92, 0.82, 0.12), (0.40, 0.36, 0.05), "yellow"),
+                                                 ((0.15, 0.30, 0.85), (0.06, 0.12, 0.34), "blue")])
+def test_shadowed_colours_keep_their_name(lit, shadowed, name):
+    """The colour assignment is shading-invariant: a surface at 40 % of its brightness is still mostly
+    assigned to its own prototype (before the fix a shadowed red or yellow went to "brown")."""
+    from ovs3d.features.builtin import PROTOTYPES, SoftColorAssignment
+
+    assign = SoftColorAssignment(torch.device("cpu"))
+    pixels = torch.tensor([lit, shadowed]).T.reshape(1, 3, 1, 2)
+    weights = assign(pixels)[0, :, 0]  # [K, 2]
+    k = PROTOTYPES.index(name)
+    assert weights[:, 0].argmax() == k and weights[:, 1].argmax() == k, weights[:, 1]
+
+
 def test_unknown_prompt_is_flagged():
     enc = ColorWordEncoder()
     with pytest.warns(UserWarning, match="no known colour or material word"):
