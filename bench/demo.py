@@ -4,7 +4,8 @@ Runs ``ovs3d demo --out <folder>`` in a child process, exactly as the README's s
 (so offline it first tries CLIP and DINO and falls back to the built-in encoders; a fresh folder each
 time, so every stage runs), then records from its outputs: the wall-clock time (target: under 5 minutes on 2 cores), each
 stage's time, stage 2's seconds per iteration, the child's peak RSS, and both protocols of
-``test/metrics.json`` for the 3D result next to the 2D teacher's own per-view argmax on the same views
+``test/metrics.json`` for the 3D result (under the demo's relevancy label rule and the paper's cosine
+rule) next to the 2D teachers' own per-view argmax on the same views
 (the synthetic-scene segmentation figures). The folder is kept for ``bench.segment --sections synthetic``.
 
 Run: ``python -m bench.demo [--out /tmp/ovs3d-bench-demo]``
@@ -55,9 +56,13 @@ def run(out: Path) -> dict:
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9, 2),
             "encoders": metrics["encoders"], "classes": metrics["classes"], "views": metrics["views"],
             "resolution": metrics["resolution"], "semantic_mode": metrics["semantic_mode"],
+            "label_rule": metrics["label_rule"],
             "result_3d": {"3dovs": protocol_summary(metrics["3dovs"]),
-                          "per_query": protocol_summary(metrics["per_query"])},
-            "teachers_2d": {name: protocol_summary(ref["3dovs"]) for name, ref in metrics["reference"].items()},
+                          "per_query": protocol_summary(metrics["per_query"]),
+                          **{f"3dovs_{name[len('ours_3d_'):]}": protocol_summary(ref["3dovs"])
+                             for name, ref in metrics["reference"].items() if name.startswith("ours_3d_")}},
+            "teachers_2d": {name: protocol_summary(ref["3dovs"]) for name, ref in metrics["reference"].items()
+                            if name.startswith("teacher")},
             "folder": str(out)}
 
 

@@ -57,7 +57,10 @@ def choose_encoders(clip_weights: Path | None, dino_weights: Path | None, force_
 
 def run_demo(out: Path, seed: int = 0, clip_weights: Path | None = None, dino_weights: Path | None = None,
              force_builtin: bool = False, device: str = "auto") -> list:
-    """Make ``out/scene`` (once), run the cpu-preset pipeline into ``out/outputs`` and print the summary."""
+    """Make ``out/scene`` (once), run the cpu-preset pipeline into ``out/outputs`` and print the summary.
+
+    The overlays and the video use the relevancy label rule (on the demo scene: 3D mIoU 0.900 against
+    0.811 with the paper's cosine rule, same run); the metrics report both rules."""
     from ovs3d.scene.synthetic import make_synthetic_scene
 
     start = time.perf_counter()
@@ -71,7 +74,7 @@ def run_demo(out: Path, seed: int = 0, clip_weights: Path | None = None, dino_we
     print(line)
     extract = dataclasses.replace(ExtractConfig(), clip=clip, dino=dino)
     rows = run_pipeline(scene, out / "outputs", PipelineConfig(preset="cpu", extract=extract, device=device,
-                                                               video_frames=20),
+                                                               video_frames=20, labels="relevancy"),
                         stage_configs=demo_stage_configs(dino.kind == "builtin"))
     test = out / "outputs" / "test"
     print()

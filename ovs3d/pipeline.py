@@ -41,6 +41,9 @@ class PipelineConfig:
     """Feature extraction (encoders: --extract.clip.kind, --extract.clip.weights, --extract.dino.*)."""
     video_frames: int = 120
     """Frames of the spiral segmentation video (0: none)."""
+    labels: Literal["cosine", "relevancy"] = "cosine"
+    """Label rule of the test stage's overlays, video and main metrics: cosine = argmax cos(F, t_c)
+    (the paper's); relevancy = argmax of the per-view min-max relevancy. Both are always scored."""
     device: str = "auto"
     """auto | cpu | cuda | mps."""
 
@@ -118,8 +121,10 @@ def test_metric(result: dict) -> str:
     if not result.get("metrics_computed"):
         return "no ground truth: rendered only"
     ours = result["3dovs"]
-    text = f"mIoU {ours['miou']:.3f}, acc {ours['accuracy']:.3f}"
+    text = f"mIoU {ours['miou']:.3f}, acc {ours['accuracy']:.3f} ({result.get('label_rule', 'cosine')} labels"
     reference = result.get("reference", {})
+    text += "".join(f"; {name.split('_')[2]} labels {reference[name]['3dovs']['miou']:.3f}"
+                    for name in reference if name.startswith("ours_3d_")) + ")"
     teachers = [f"{reference[name]['3dovs']['miou']:.3f} {label}"
                 for name, label in (("teacher_2d", "cosine"), ("teacher_2d_relevancy", "relevancy")) if name in reference]
     if teachers:
@@ -174,10 +179,11 @@ def run_pipeline(scene: str | Path, out: str | Path, config: PipelineConfig, cla
 
         if test_dir.exists():
             shutil.rmtree(test_dir / "segmentations_path", ignore_errors=True)
-        return run_test(stage2_dir, test_dir, scene, config.video_frames, device=config.device).metrics
+        return run_test(stage2_dir, test_dir, scene, config.video_frames, device=config.device,
+                        labels=config.labels).metrics
 
-    rows.append(run_stage("test", test_dir, {"segment": str(stage2_dir.resolve()),
-                                             "video_frames": config.video_frames}, test, test_metric, log))
+    rows.append(run_stage("test", test_dir, {"segment": str(stage2_dir.resolve()), "video_frames": config.video_frames,
+                                             "labels": config.labels}, test, test_metric, log))
     write_json_atomic(out / "summary.json", [dataclasses.asdict(r) for r in rows])
     return rows
 

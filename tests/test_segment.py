@@ -164,12 +164,29 @@ def test_verbs_segment_test_query(tiny_runs, capsys):
     metrics = json.loads((run / "test" / "metrics.json").read_text())
     assert metrics["iteration"] == 6 and metrics["metrics_computed"] and metrics["builtin_encoders"]
     assert 0 <= metrics["3dovs"]["miou"] <= 1 and len(metrics["3dovs"]["views"]) == 2
+    assert metrics["label_rule"] == "cosine" and "ours_3d_relevancy_labels" in metrics["reference"]
+    assert {"teacher_2d", "teacher_2d_relevancy"} <= set(metrics["reference"])
     assert sorted(p.name for p in (run / "test" / "segmentations_test").iterdir()) == ["000.png", "002.png"]
     assert (run / "test" / "segmentations_path").is_dir() and (run / "test" / "classes_color.png").is_file()
     entrypoint(["query", "--run", str(run), "--text", "red ball", "--text", "a shiny green thing", "--view", "1"])
     assert "ms per query" in capsys.readouterr().out
     assert (run / "query" / "a_shiny_green_thing_001_overlay.png").is_file()
     assert (run / "feature_cache" / "001.npy").is_file()
+
+
+def test_label_rules_cosine_and_relevancy():
+    """Class 0 is closer to every pixel (an offset), class 1 peaks on the right half: argmax of the
+    cosine labels everything 0; the per-class min-max relevancy recovers the right half."""
+    from ovs3d.eval.segment_eval import label_pixels
+
+    right = torch.zeros(4, 6)
+    right[:, 3:] = 1.0
+    noise = torch.rand(4, 6, generator=torch.Generator().manual_seed(0))
+    cosines = torch.stack([0.9 + 0.01 * noise * (1 - right), 0.5 + 0.3 * right])  # [C=2, H=4, W=6]
+    assert (label_pixels(cosines, "cosine") == 0).all()
+    assert (label_pixels(cosines, "relevancy") == right.long().numpy()).all()
+    with pytest.raises(ValueError):
+        label_pixels(cosines, "softmax")
 
 
 def test_test_without_ground_truth_says_no_metrics(tiny_runs, tmp_path):

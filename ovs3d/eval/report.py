@@ -43,7 +43,7 @@ def protocol_table(result: ProtocolResult) -> list[str]:
 
 def write_report(out_dir: str | Path, classes: list[str], encoders: dict, builtin: bool,
                  protocols: list[ProtocolResult], extra: dict | None = None,
-                 reference: dict[str, ProtocolResult] | None = None) -> dict:
+                 reference: dict[str, ProtocolResult] | None = None, notes: list[str] | None = None) -> dict:
     """Write ``results.txt`` and ``metrics.json`` into ``out_dir`` (atomically) and return the JSON dict.
 
     Args:
@@ -51,14 +51,16 @@ def write_report(out_dir: str | Path, classes: list[str], encoders: dict, builti
         builtin: True when the built-in weight-free encoders were used (said in both files).
         protocols: the results to report; empty when the scene has no ground truth.
         extra: further plain values for metrics.json (e.g. resolution, timings).
-        reference: named comparison results on the same views (e.g. "teacher_2d": the 2D teacher's
-            own per-view argmax), tabulated after ours.
+        reference: further named results on the same views (e.g. "teacher_2d": the 2D teacher's
+            own per-view argmax; ours under another label rule), tabulated after ours.
+        notes: lines written under the header of results.txt (e.g. the label rule).
     """
     out_dir = Path(out_dir)
     lines = ["classes: " + "; ".join(f"c{c}={name}" for c, name in enumerate(classes)),
              "encoders: " + ", ".join(f"{k}={v}" for k, v in encoders.items())]
     if builtin:
         lines.append("note: " + BUILTIN_NOTE)
+    lines += notes or []
     data: dict = {"classes": list(classes), "encoders": dict(encoders), "builtin_encoders": builtin}
     if builtin:
         data["note"] = BUILTIN_NOTE

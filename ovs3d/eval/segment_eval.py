@@ -1,8 +1,17 @@
 """``ovs3d test``: render a stage-2 run's segmentation and score it (method spec section 7).
 
 Per pixel at the test resolution: render F (midpoint samples, no jitter, stage 1's marching step),
-normalise it, take cos(F, t_hat_c) for every class and label the pixel with the argmax (no threshold,
-no "unknown" class). Written under the output folder (default ``<run>/test``):
+normalise it and take r_c = cos(F, t_hat_c) for every class. Two label rules (no threshold, no
+"unknown" class):
+
+* ``cosine`` (the paper's, default): argmax_c r_c;
+* ``relevancy``: argmax_c of r_c min-max normalised per class over the view's pixels, the same
+  normalisation as the teacher's relevancies R (spec 4) and the per-query protocol. It removes each
+  class's offset (some prompts are closer to everything), but a class absent from the view is still
+  stretched to [0, 1] and claims its most similar pixels.
+
+The chosen rule draws the overlays and the video and fills ``3dovs``; the other rule is scored too
+(``reference/ours_3d_<rule>_labels``). Written under the output folder (default ``<run>/test``):
 
     segmentations_test/<view:03d>.png   overlays (0.65 class colour + 0.35 RGB, black boundaries) of
                                         the annotated views (all views when the scene has no masks)
@@ -67,6 +76,21 @@ def class_cosines(features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     return torch.einsum("hwd,cd->chw", features, text.to(features))
 
 
+LABEL_RULES = ("cosine", "relevancy")
+
+
+def label_pixels(cosines: torch.Tensor, rule: str) -> np.ndarray:
+    """Labels [H, W] from cosines [C, H, W]: argmax_c of r_c (``cosine``) or of (r_c - min r_c) /
+    (max r_c - min r_c) over the view's pixels (``relevancy``)."""
+    if rule == "relevancy":
+        flat = cosines.flatten(1)
+        low, high = flat.amin(1)[:, None, None], flat.amax(1)[:, None, None]
+        cosines = (cosines - low) / (high - low).clamp_min(1e-12)
+    elif rule != "cosine":
+        raise ValueError(f"unknown label rule {rule!r}; choose from {LABEL_RULES}")
+    return cosines.argmax(0).numpy()
+
+
 def teacher_cosines(clip_maps, image: int, text: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The 2D teacher's cosines mean_s cos(f_hat_s, t_hat_c) of cached image ``image``, bilinearly
     resized to ``size`` = (H, W): [C, H, W]."""
@@ -96,8 +120,9 @@ class TestOutputs:
 
 
 def run_test(run_dir: str | Path, out: str | Path | None = None, scene_root: str | Path | None = None,
-             video_frames: int = 120, chunk: int = 8192, device: str = "auto") -> TestOutputs:
-    """Render and score a stage-2 run (see the module docstring). Returns the outputs' summary."""
+             video_frames: int = 120, chunk: int = 8192, device: str = "auto", labels: str = "cosine") -> TestOutputs:
+    """Render and score a stage-2 run (see the module docstring); ``labels`` is the label rule of the
+    overlays, the video and the ``3dovs`` entry. Returns the outputs' summary."""
     from ovs3d.device import resolve_device
     from ovs3d.features.cache import FeatureMaps
     from ovs3d.io.video import write_video
@@ -119,14 +144,20 @@ def run_test(run_dir: str | Path, out: str | Path | None = None, scene_root: str
         raise InputError(root / "segmentations" / "classes.txt", f"the annotated classes {ann.classes} differ from "
                          f"the classes the run was trained with {classes}",
                          "train with the scene's class list, or pass a scene whose masks match the run's classes")
+    if labels not in LABEL_RULES:
+        from ovs3d.errors import InputError
+
+        raise InputError(None, f"unknown label rule {labels!r}", f"choose --labels from {list(LABEL_RULES)}")
+    other = next(rule for rule in LABEL_RULES if rule != labels)
     views = ann.views if ann is not None else list(range(scene.n_images))
     cameras = scene.cameras.to(dev)
-    labels, cosines, overlays = [], [], []
+    label_maps, other_maps, cosines, overlays = [], [], [], []
     for view in views:
         rendered = render_semantic_image(model, cameras, view, scene.kind, step, chunk)
         cos = class_cosines(rendered["features"], text).cpu()
-        label = cos.argmax(0).numpy()
-        labels.append(label)
+        label = label_pixels(cos, labels)
+        label_maps.append(label)
+        other_maps.append(label_pixels(cos, other))
         cosines.append(cos.numpy())
         path = out / "segmentations_test" / f"{view:03d}.png"
         write_png(path, overlay(label, scene.images[view], len(classes)))
@@ -135,8 +166,9 @@ def run_test(run_dir: str | Path, out: str | Path | None = None, scene_root: str
     protocols: list[ProtocolResult] = []
     reference: dict[str, ProtocolResult] = {}
     if ann is not None:
-        protocols = [evaluate_3dovs(np.stack(labels), ann.labels, views, classes),
+        protocols = [evaluate_3dovs(np.stack(label_maps), ann.labels, views, classes),
                      evaluate_per_query(np.stack(cosines), ann.labels, views, classes)]
+        reference[f"ours_3d_{other}_labels"] = evaluate_3dovs(np.stack(other_maps), ann.labels, views, classes)
         clip_cache = meta.get("clip_cache")
         if clip_cache and Path(clip_cache).is_dir():
             maps = FeatureMaps(clip_cache)
@@ -151,14 +183,18 @@ def run_test(run_dir: str | Path, out: str | Path | None = None, scene_root: str
         frames = []
         for i in range(len(path_cams)):
             rendered = render_semantic_image(model, path_cams, i, scene.kind, step, chunk, with_rgb=True)
-            label = class_cosines(rendered["features"], text).argmax(0).cpu().numpy()
+            label = label_pixels(class_cosines(rendered["features"], text).cpu(), labels)
             frame = overlay(label, rendered["rgb"].cpu().numpy(), len(classes))
             write_png(out / "segmentations_path" / f"{i:03d}.png", frame)
             frames.append(frame)
         write_png(out / "segmentations_path" / "classes_color.png", legend(classes))
         video = write_video(out / "segmentations_path" / "video.mp4", frames, fps=30)
     extra = {"run": str(run_dir), "scene": str(root), "resolution": [scene.width, scene.height],
-             "views": views, "semantic_mode": meta["semantic"]["mode"], "iteration": meta["iteration"]}
+             "views": views, "semantic_mode": meta["semantic"]["mode"], "iteration": meta["iteration"],
+             "label_rule": labels}
+    rule = {"cosine": "argmax of cos(F, t_c), the paper's rule",
+            "relevancy": "argmax of cos(F, t_c) min-max normalised per class over the view"}[labels]
     metrics = write_report(out, classes, meta["encoders"], bool(meta.get("builtin_encoders")), protocols, extra,
-                           reference)
+                           reference, notes=[f"labels: {labels} ({rule}); [ours_3d_{other}_labels] below scores the "
+                                             f"other rule"])
     return TestOutputs(out, metrics, overlays, video)
