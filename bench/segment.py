@@ -231,7 +231,7 @@ def bench_paper(small: bool = False) -> dict:
     if small:
         overrides.update(batch_size=1024, patch_num=2)
     spec = {"scene": str(require_shared("statue_504")), "clip": str(clip), "dino": str(dino), "classes": 6,
-            "preset": "paper", "overrides": overrides, "iterations": 4, "n_voxels": 262_144_000,
+            "preset": "paper", "overrides": overrides, "iterations": 8, "n_voxels": 262_144_000,
             "density": 2.0}
     result = bench_training(spec)
     theirs = AUTHORS["paper_small" if small else "paper"]

@@ -103,7 +103,8 @@ def sample_plane(plane: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     several times faster than ``grid_sample`` on CPU, above all in the backward pass.
     """
     _, r, h, w = plane.shape
-    table = plane[0].permute(1, 2, 0).reshape(h * w, r)
+    # squeeze (a view) rather than plane[0]: the backward of an index select zero-fills a plane-sized tensor.
+    table = plane.squeeze(0).permute(1, 2, 0).reshape(h * w, r)
     size = uv.new_tensor([w - 1, h - 1])
     pos = torch.minimum(((uv + 1) * 0.5 * size).clamp(min=0), size)
     lo = torch.minimum(pos.floor(), (size - 1).clamp(min=0))

@@ -24,6 +24,7 @@ resumed from a checkpoint draws exactly what the uninterrupted run would have.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import warnings
@@ -217,6 +218,13 @@ class SegmentationData:
         return self.clip_cameras.height, self.clip_cameras.width
 
 
+@functools.lru_cache(maxsize=2)
+def epoch_permutation(total: int, seed: int, epoch: int) -> torch.Tensor:
+    """The seeded permutation [total] of every pixel for one epoch. Cached, so it is drawn once per epoch
+    rather than once per iteration (about 0.4 s for the 1.4 M pixels of 29 views at 252x189). Read only."""
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed * 1000003 + epoch))
+
+
 def draw_clip_pixels(n_views: int, h: int, w: int, batch: int, iteration: int, seed: int) -> torch.Tensor:
     """Flat pixel indices [batch] into [V, h, w] for ``iteration``: consecutive slices of per-epoch seeded
     permutations of all V h w pixels (without replacement within an epoch; a pure function of the iteration)."""
@@ -225,8 +233,7 @@ def draw_clip_pixels(n_views: int, h: int, w: int, batch: int, iteration: int, s
     pieces, taken = [], 0
     while taken < batch:
         epoch, offset = divmod(start + taken, total)
-        perm = torch.randperm(total, generator=torch.Generator().manual_seed(seed * 1000003 + epoch))
-        piece = perm[offset:offset + batch - taken]
+        piece = epoch_permutation(total, seed, epoch)[offset:offset + batch - taken]
         pieces.append(piece)
         taken += piece.numel()
     return torch.cat(pieces)
