@@ -21,8 +21,8 @@ def demo_stage_configs(builtin_dino: bool) -> tuple[ReconstructConfig, SegmentCo
     segmentation video is the demo's).
 
     With the built-in colour-texture extractor in the DINO slot the FDA loss is off: its affinities are
-    not calibrated for dino_shift = 0.7, and on the demo scene the FDA term lowered the 3D mIoU from
-    0.804 to 0.132 (200 iterations, faithful mode, same stage 1; improved mode: 0.829 to 0.636)."""
+    not calibrated for dino_shift = 0.7, and in a diagnostic on the demo scene (faithful and improved
+    modes, same stage 1) turning the FDA term on lowered the 3D mIoU sharply."""
     reconstruct, segment = stage_presets("cpu")
     if builtin_dino:
         segment = dataclasses.replace(segment, dino_pos_weight=0.0, dino_neg_weight=0.0)

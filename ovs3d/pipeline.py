@@ -22,6 +22,7 @@ from typing import Callable, Literal
 
 from ovs3d.config import to_plain
 from ovs3d.errors import InputError
+from ovs3d.eval.segment_eval import LABEL_RULES, label_rule_key
 from ovs3d.features.extract import ExtractConfig
 from ovs3d.io.atomic import write_json_atomic
 from ovs3d.train import reconstruct as stage1
@@ -123,8 +124,8 @@ def test_metric(result: dict) -> str:
     ours = result["3dovs"]
     text = f"mIoU {ours['miou']:.3f}, acc {ours['accuracy']:.3f} ({result.get('label_rule', 'cosine')} labels"
     reference = result.get("reference", {})
-    text += "".join(f"; {name.split('_')[2]} labels {reference[name]['3dovs']['miou']:.3f}"
-                    for name in reference if name.startswith("ours_3d_")) + ")"
+    text += "".join(f"; {rule} labels {reference[label_rule_key(rule)]['3dovs']['miou']:.3f}"
+                    for rule in LABEL_RULES if label_rule_key(rule) in reference) + ")"
     teachers = [f"{reference[name]['3dovs']['miou']:.3f} {label}"
                 for name, label in (("teacher_2d", "cosine"), ("teacher_2d_relevancy", "relevancy")) if name in reference]
     if teachers:

@@ -24,7 +24,7 @@ Two 2D teachers are scored on the same views, from the cached CLIP hierarchy at 
 (what the features say before any 3D lifting): ``teacher_2d``, argmax_c mean_s cos(f_hat_s, t_hat_c)
 (the cosines the feature loss distils), and ``teacher_2d_relevancy``, argmax_c mean_s R_{s,c} with the
 per-image min-max relevancies R of the RDA target and ``ovs3d relevancy``
-(``features.relevancy.label_map``); the second is usually the stronger.
+(as ``features.relevancy.label_map``); the second is usually the stronger.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ import torch.nn.functional as nnf
 
 from ovs3d.eval.report import write_report
 from ovs3d.eval.segmentation import ProtocolResult, evaluate_3dovs, evaluate_per_query
-from ovs3d.features.relevancy import label_map
+from ovs3d.errors import InputError
+from ovs3d.features.relevancy import apply_ranges, cosine_maps, minmax_ranges
 from ovs3d.field.semantic import SemanticField
 from ovs3d.io.colormaps import legend, overlay
 from ovs3d.io.images import write_png
@@ -79,24 +80,30 @@ def class_cosines(features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
 LABEL_RULES = ("cosine", "relevancy")
 
 
+def label_rule_key(rule: str) -> str:
+    """metrics.json ``reference`` key of our 3D result under the label rule that was not chosen."""
+    return f"ours_3d_{rule}_labels"
+
+
 def label_pixels(cosines: torch.Tensor, rule: str) -> np.ndarray:
     """Labels [H, W] from cosines [C, H, W]: argmax_c of r_c (``cosine``) or of (r_c - min r_c) /
     (max r_c - min r_c) over the view's pixels (``relevancy``)."""
     if rule == "relevancy":
-        flat = cosines.flatten(1)
-        low, high = flat.amin(1)[:, None, None], flat.amax(1)[:, None, None]
-        cosines = (cosines - low) / (high - low).clamp_min(1e-12)
+        cosines = apply_ranges(cosines[None], minmax_ranges(cosines[None]))[0]
     elif rule != "cosine":
         raise ValueError(f"unknown label rule {rule!r}; choose from {LABEL_RULES}")
     return cosines.argmax(0).numpy()
 
 
-def teacher_cosines(clip_maps, image: int, text: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The 2D teacher's cosines mean_s cos(f_hat_s, t_hat_c) of cached image ``image``, bilinearly
-    resized to ``size`` = (H, W): [C, H, W]."""
-    feats = clip_maps.dense(image)  # [S, D, h, w], unit along D
-    cos = torch.einsum("sdhw,cd->schw", feats, text.float().cpu()).mean(0)
-    return nnf.interpolate(cos[None], size=size, mode="bilinear", align_corners=False)[0]
+def teacher_labels(clip_maps, image: int, text: torch.Tensor, size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """The 2D teacher's labels [H, W] of cached image ``image`` at ``size`` = (H, W) under both rules, from
+    one read of its hierarchy (unit features [S, D, h, w], cosines r [S, C, h, w]): ``cosine`` = argmax_c
+    mean_s r_{s,c}, ``relevancy`` = argmax_c mean_s R_{s,c} with R min-max per (scale, class) over the
+    image; the mean scores are bilinearly resized before the argmax."""
+    cos = cosine_maps(clip_maps.dense(image), text.float().cpu())
+    scores = {"cosine": cos.mean(0), "relevancy": apply_ranges(cos, minmax_ranges(cos)).mean(0)}
+    return {rule: nnf.interpolate(score[None], size=size, mode="bilinear", align_corners=False)[0].argmax(0).numpy()
+            for rule, score in scores.items()}
 
 
 def scene_at_feature_resolution(meta: dict, scene_root: str | Path | None = None, annotations: bool = True):
@@ -129,6 +136,8 @@ def run_test(run_dir: str | Path, out: str | Path | None = None, scene_root: str
     from ovs3d.scene.paths import spiral_path
     from ovs3d.train.segment import load_segmentation
 
+    if labels not in LABEL_RULES:
+        raise InputError(None, f"unknown label rule {labels!r}", f"choose --labels from {list(LABEL_RULES)}")
     dev = resolve_device(device)
     run_dir = Path(run_dir)
     model, text, meta = load_segmentation(run_dir, dev)
@@ -139,15 +148,9 @@ def run_test(run_dir: str | Path, out: str | Path | None = None, scene_root: str
     step = float(meta["stage1_step"])
     ann = scene.annotations
     if ann is not None and ann.classes != classes:
-        from ovs3d.errors import InputError
-
         raise InputError(root / "segmentations" / "classes.txt", f"the annotated classes {ann.classes} differ from "
                          f"the classes the run was trained with {classes}",
                          "train with the scene's class list, or pass a scene whose masks match the run's classes")
-    if labels not in LABEL_RULES:
-        from ovs3d.errors import InputError
-
-        raise InputError(None, f"unknown label rule {labels!r}", f"choose --labels from {list(LABEL_RULES)}")
     other = next(rule for rule in LABEL_RULES if rule != labels)
     views = ann.views if ann is not None else list(range(scene.n_images))
     cameras = scene.cameras.to(dev)
@@ -168,15 +171,13 @@ def run_test(run_dir: str | Path, out: str | Path | None = None, scene_root: str
     if ann is not None:
         protocols = [evaluate_3dovs(np.stack(label_maps), ann.labels, views, classes),
                      evaluate_per_query(np.stack(cosines), ann.labels, views, classes)]
-        reference[f"ours_3d_{other}_labels"] = evaluate_3dovs(np.stack(other_maps), ann.labels, views, classes)
+        reference[label_rule_key(other)] = evaluate_3dovs(np.stack(other_maps), ann.labels, views, classes)
         clip_cache = meta.get("clip_cache")
         if clip_cache and Path(clip_cache).is_dir():
             maps = FeatureMaps(clip_cache)
-            size = (scene.width, scene.height)
-            teacher = [teacher_cosines(maps, v, text, size[::-1]).argmax(0).numpy() for v in views]
-            reference["teacher_2d"] = evaluate_3dovs(np.stack(teacher), ann.labels, views, classes)
-            teacher = [label_map(maps.dense(v), text.float().cpu(), size).numpy() for v in views]
-            reference["teacher_2d_relevancy"] = evaluate_3dovs(np.stack(teacher), ann.labels, views, classes)
+            teacher = [teacher_labels(maps, v, text, (scene.height, scene.width)) for v in views]
+            for rule, name in (("cosine", "teacher_2d"), ("relevancy", "teacher_2d_relevancy")):
+                reference[name] = evaluate_3dovs(np.stack([t[rule] for t in teacher]), ann.labels, views, classes)
     video = None
     if video_frames > 0:
         path_cams = spiral_path(scene.cameras, scene.bounds, n_frames=video_frames).to(dev)
@@ -195,6 +196,6 @@ def run_test(run_dir: str | Path, out: str | Path | None = None, scene_root: str
     rule = {"cosine": "argmax of cos(F, t_c), the paper's rule",
             "relevancy": "argmax of cos(F, t_c) min-max normalised per class over the view"}[labels]
     metrics = write_report(out, classes, meta["encoders"], bool(meta.get("builtin_encoders")), protocols, extra,
-                           reference, notes=[f"labels: {labels} ({rule}); [ours_3d_{other}_labels] below scores the "
+                           reference, notes=[f"labels: {labels} ({rule}); [{label_rule_key(other)}] below scores the "
                                              f"other rule"])
     return TestOutputs(out, metrics, overlays, video)

@@ -114,9 +114,9 @@ class SegmentConfig:
 PRESETS: dict[str, SegmentConfig] = {
     "paper": SegmentConfig(),
     # cpu: a few hundred iterations instead of 15k, so the head and selection basis learn 50x faster.
-    # faithful mode: on the demo scene (built-in encoders, feature + RDA losses, same stage 1) improved scored
-    # 3D mIoU 0.829 at 200 iterations but 0.749 at 600, faithful 0.804 at both 200 and 400; improved is not
-    # consistently at least as good, so it is the default nowhere.
+    # faithful mode: in a diagnostic on the demo scene (built-in encoders, feature + RDA losses, same stage 1)
+    # improved beat faithful after 200 iterations but fell below it after 600; it is not consistently at
+    # least as good, so it is the default nowhere.
     "cpu": SegmentConfig(mode="faithful", iterations=600, joint_start_iter=200, batch_size=1024, patch_num=2,
                          patch_size=128, samples_per_ray=0, lr_network=5e-3, checkpoint_every=50, log_every=10),
     "test": SegmentConfig(iterations=12, joint_start_iter=6, batch_size=128, patch_num=1, patch_size=64,
