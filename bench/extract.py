@@ -10,7 +10,8 @@ All in one run, each against a baseline measured in the same run:
    labelled as such (3453 crops per 504 x 378 image).
 2. Disk: our float16 cache file of one view ([3, 512, 189, 252] at store_stride 2; also reported at
    store_stride 1) against the authors' float32 ``torch.save`` file [3, 512, 378, 504].
-3. Loading all views for training: ours = open the 20 memory-mapped cache files (what training does)
+3. Loading all views for training: ours = open the 20 cache files (header checks; training then reads
+   rows per batch)
    and, separately, read them fully into RAM; theirs = ``torch.load`` + L2 normalisation per view
    (their load path), measured on ``--float32-views`` files (20 such files are 23 GB and would not
    fit in this machine's RAM when stacked; the per-view time is EXTRAPOLATED to 20 views, labelled).
@@ -139,7 +140,7 @@ def disk_and_load(work: Path, n_views: int, n_float32: int, h: int, w: int, name
     def read_ours() -> float:
         with timer() as t:
             maps = cache.FeatureMaps(ours_dir)
-            arrays = [np.array(m) for m in maps.maps]
+            arrays = [cache.read_array(path) for path in maps.paths]
         assert len(arrays) == n_views
         return t["s"]
 

@@ -96,7 +96,7 @@ def segment_rows(r: dict) -> list[Row]:
             p = r[key]
             rows.append((f"Stage 2 at the authors' batches ({label}), all views' features",
                          f"{p['s_per_iter_after_joint']:.1f} s/iter, peak RSS {p['peak_rss_gb']:.1f} GB "
-                         f"({p['peak_anon_rss_gb']:.1f} GB anonymous, the rest memory-mapped feature files)",
+                         f"({p['peak_anon_rss_gb']:.1f} GB anonymous)",
                          f"authors {p['authors']['s_per_iter'][0]}-{p['authors']['s_per_iter'][1]} s/iter, "
                          f"{p['authors']['peak_rss_gb']} GB", "segment"))
     return rows

@@ -10,7 +10,7 @@ Sections (each measured in a fresh child process, so peak RSS is that configurat
   ../shared/data/statue_504 (stage-1 field from a short stage-1 run, features from the cache).
 * ``paper`` / ``paper_small``: the authors' batches (4096 CLIP rays + 8 DINO patches of 256x256,
   482 samples per ray, 6 classes; and 1024 + 2) on statue_504 with ALL views' CLIP features
-  available as float16 memmaps. The features and DINO maps there are random (the authors' baseline
+  available as float16 pixel-major cache files, read per batch. The features and DINO maps there are random (the authors' baseline
   used random-weight encoders too, so only time and memory mean anything).
 
 Usage: ``python -m bench.segment [--sections pairwise synthetic statue paper paper_small]``.
@@ -119,7 +119,7 @@ def random_caches(scene_root, out, size: tuple[int, int], store_stride: int = 2,
 
 
 def anon_rss_gb() -> float:
-    """Current anonymous resident memory (excludes file-backed memmap pages), GB."""
+    """Current anonymous resident memory (excludes file-backed pages), GB."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("RssAnon:"):
             return int(line.split()[1]) * 1024 / 1e9
@@ -149,7 +149,7 @@ def _train_child(spec: dict, queue) -> None:
         stage1_step = None
     clip = FeatureMaps(spec["clip"])
     if spec.get("classes"):
-        text = torch.nn.functional.normalize(torch.randn(spec["classes"], clip.maps[0].shape[1],
+        text = torch.nn.functional.normalize(torch.randn(spec["classes"], clip.shape[1],
                                                          generator=torch.Generator().manual_seed(0)), dim=-1)
     else:
         from ovs3d.features.encoders import ClipConfig, build_image_text_encoder
@@ -238,7 +238,7 @@ def bench_paper(small: bool = False) -> dict:
     result["authors"] = theirs
     result["ratio_time_vs_authors"] = result["s_per_iter_after_joint"] / (sum(theirs["s_per_iter"]) / 2)
     result["ratio_rss_vs_authors"] = result["peak_rss_gb"] / theirs["peak_rss_gb"]
-    result["features"] = "random float16 memmaps for ALL 29 views (timing/memory only)"
+    result["features"] = "random float16 pixel-major cache files for ALL 29 views, read per batch (timing/memory only)"
     return result
 
 

@@ -1,4 +1,4 @@
-"""Feature cache: float16 memmap round trip, meta-keyed invalidation, resume after an interruption."""
+"""Feature cache: float16 pixel-major round trip, meta-keyed invalidation, resume after an interruption."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def test_feature_size_policy():
     assert feature_size((504, 378), ResolutionConfig(width=252)) == (252, 189)
 
 
-def test_round_trip_memmap_float16(tiny_scene):
+def test_round_trip_pixel_major_float16(tiny_scene):
     cfg = builtin_config()
     folder = extract_clip(tiny_scene, cfg)
     assert folder.parent == tiny_scene / "features" and folder.name.startswith("clip-builtin-")
@@ -55,17 +55,23 @@ def test_round_trip_memmap_float16(tiny_scene):
     assert meta["shape"] == [3, ColorWordEncoder.embedding_dim, 16, 20]
     maps = cache.FeatureMaps(folder)
     assert len(maps) == 3
-    array = maps.maps[1]
-    assert isinstance(array, np.memmap) and array.dtype == np.float16 and array.shape == (3, 13, 16, 20)
-    norms = np.linalg.norm(array.astype(np.float32), axis=1)
-    np.testing.assert_allclose(norms, 1.0, atol=2e-3)
+    stored = np.load(folder / "01.npy", mmap_mode="r")
+    assert stored.dtype == np.float16 and stored.shape == (16, 20, 3, 13)  # pixel-major on disk
+    array = maps.dense(1).numpy()                                          # channel-first in memory
+    assert array.shape == (3, 13, 16, 20)
+    np.testing.assert_array_equal(array[:, :, 5, 3], stored[5, 3].astype(np.float32))
+    np.testing.assert_allclose(np.linalg.norm(array, axis=1), 1.0, atol=2e-3)
     # bilinear sampling at a cell centre returns that cell (renormalised)
     got = maps.sample(1, np.array([(3 + 0.5) / 20]), np.array([(5 + 0.5) / 16]))
-    want = torch.from_numpy(array[:, :, 5, 3].astype(np.float32))
+    want = torch.from_numpy(array[:, :, 5, 3])
     assert got.shape == (1, 3, 13)
     assert torch.allclose(got[0], want / want.norm(dim=-1, keepdim=True), atol=1e-4)
-    u, v = np.random.default_rng(0).random((2, 50))
-    assert torch.equal(cache.FeatureMaps(folder, resident=True).sample(2, u, v), maps.sample(2, u, v))
+    # halfway between four cell centres: the renormalised mean of the four cells
+    got = maps.sample(1, np.array([4.0 / 20]), np.array([6.0 / 16]))
+    mean = torch.from_numpy(array[:, :, 5:7, 3:5].mean(axis=(2, 3)))
+    assert torch.allclose(got[0], mean / mean.norm(dim=-1, keepdim=True), atol=1e-4)
+    window = maps.block(1, 5, 3, 2)
+    assert window.shape == (2, 2, 3, 13) and torch.equal(window[1, 0], torch.from_numpy(array[:, :, 6, 3]))
 
 
 def test_same_seed_same_features_and_reuse(tiny_scene, tmp_path):
@@ -136,9 +142,40 @@ def test_truncated_file_is_recomputed(tiny_scene):
     cfg = builtin_config()
     folder = extract_clip(tiny_scene, cfg)
     (folder / "01.npy").write_bytes(b"garbage")
+    np.save(folder / "02.npy", np.load(folder / "02.npy").transpose(2, 3, 0, 1))  # an earlier, channel-first file
     assert not cache.is_complete(folder)
     extract_clip(tiny_scene, cfg)
-    assert np.load(folder / "01.npy").shape == (3, 13, 16, 20)
+    assert np.load(folder / "01.npy").shape == np.load(folder / "02.npy").shape == (16, 20, 3, 13)
+
+
+def resident_file_kb() -> int:
+    """This process's resident file-backed memory (RssFile of /proc/self/status), KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    pytest.skip("no RssFile in /proc/self/status (not Linux)")
+
+
+def test_sampling_keeps_no_cache_pages_resident(tmp_path):
+    """Reads map a file only for their own duration: after sampling every pixel of a 24 MB cache, the
+    process holds (almost) none of it, however many times it is read."""
+    rng = np.random.default_rng(0)
+    h, w = 128, 160
+    paths = [tmp_path / f"{i}.png" for i in range(3)]
+    for path in paths:
+        path.write_bytes(b"x")
+    meta = {"key": {"test": 1}, "images": cache.image_records(paths), "shape": [3, 128, h, w], "encoder": "random"}
+    folder = cache.fill_cache(tmp_path / "clip", meta, paths, (3, 128, h, w),
+                              lambda i: rng.standard_normal((3, 128, h, w)).astype(np.float16))
+    maps = cache.FeatureMaps(folder)
+    u, v = (np.arange(w * h) % w + 0.5) / w, (np.arange(w * h) // w + 0.5) / h
+    maps.sample(0, u[:10], v[:10])  # warm-up: library code pages
+    before = resident_file_kb()
+    for view in range(3):
+        for _ in range(2):
+            assert maps.sample(view, u, v).shape == (h * w, 3, 128)
+    file_kb = 3 * (folder / "0.npy").stat().st_size // 1024
+    assert resident_file_kb() - before < file_kb // 20
 
 
 def test_dino_maps_cached_in_their_own_folder(tiny_scene):
@@ -147,7 +184,7 @@ def test_dino_maps_cached_in_their_own_folder(tiny_scene):
     assert folder.name.startswith("dino-builtin-")
     maps = cache.FeatureMaps(folder)
     assert maps.encoder == "builtin-color-texture (not DINO)"
-    assert maps.maps[0].shape == (16, 4, 5) and maps.maps[0].dtype == np.float16
+    assert maps.shape == (16, 4, 5) and maps.dense(0).shape == (16, 4, 5)
     assert extract_dino(tiny_scene, cfg) == folder
 
 
@@ -204,7 +241,7 @@ def test_real_backends_round_trip_and_weights_change_invalidate(tiny_scene, tiny
     first = np.load(clip_folder / "00.npy")
     assert first.dtype == np.float16 and np.isfinite(first).all()
     dino_folder = extract_dino(tiny_scene, cfg)
-    assert np.load(dino_folder / "02.npy", mmap_mode="r").shape == (384, 4, 5)
+    assert np.load(dino_folder / "02.npy", mmap_mode="r").shape == (4, 5, 384)
     # same config in a fresh scene copy: identical bytes (deterministic)
     copy = tmp_path / "copy"
     (copy / "images").mkdir(parents=True)

@@ -17,13 +17,6 @@ from ovs3d.train.segment import (SegmentationData, SegmentTrainer, draw_clip_pix
                                  read_legacy_config)
 
 
-def in_memory_maps(arrays: list[np.ndarray]) -> FeatureMaps:
-    """A FeatureMaps over in-memory arrays (the cache's read side without files)."""
-    maps = FeatureMaps.__new__(FeatureMaps)
-    maps.maps, maps.meta, maps.resident, maps._rows = arrays, {"encoder": "random"}, False, {}
-    return maps
-
-
 def tiny_setup(mode: str = "faithful", seed: int = 0):
     """A TensoRF with a dense slab of density in a [-1, 1]^3 box, two cameras at z = 3 looking down -z,
     random CLIP maps at 8x6 and DINO maps of 4x4 tokens (32x32 pixels)."""
@@ -41,8 +34,10 @@ def tiny_setup(mode: str = "faithful", seed: int = 0):
     c2w[1, 0, 3] = 0.2
     cams = Cameras.from_focal(c2w, 8.0, 8, 6)
     rng = np.random.default_rng(seed)
-    clip = in_memory_maps([rng.standard_normal((3, 512, 3, 4)).astype(np.float16) for _ in range(2)])
-    dino = in_memory_maps([rng.standard_normal((16, 4, 4)).astype(np.float16) for _ in range(2)])
+    clip = FeatureMaps.from_arrays([rng.standard_normal((3, 512, 3, 4)).astype(np.float16) for _ in range(2)],
+                                   encoder="random")
+    dino = FeatureMaps.from_arrays([rng.standard_normal((16, 4, 4)).astype(np.float16) for _ in range(2)],
+                                   encoder="random")
     text = torch.nn.functional.normalize(torch.randn(4, 512, generator=g), dim=-1)
     data = SegmentationData(clip=clip, dino=dino, views=[0, 1], rgb=rng.random((2, 6, 8, 3), dtype=np.float32),
                             text=text, clip_cameras=cams, dino_cameras=Cameras.from_focal(c2w, 32.0, 32, 32),

@@ -1,18 +1,23 @@
-"""The feature cache: one float16 ``.npy`` per image, memory-mapped on load, keyed by ``meta.json``.
+"""The feature cache: one float16 ``.npy`` per image, keyed by ``meta.json``.
 
 Folder: ``<scene>/features/<kind>-<slug>-<hash>/`` where ``hash`` is a digest of ``meta["key"]``, the
 extraction config (encoder identity, pyramid, resolution, storage). It holds ``meta.json`` (``key``,
 ``images``: the image list with sizes and modification times, and derived fields such as ``shape``
-and the encoder's display name ``encoder``) and ``<image stem>.npy``
-per image: CLIP hierarchies ``[S, D, h, w]`` (S scales, L2-normalised along D per scale and pixel),
-DINO maps ``[D, h, w]`` (L2-normalised along D per cell), both float16.
+and the encoder's display name ``encoder``) and ``<image stem>.npy`` per image.
+
+Maps are channel-first in memory and in ``meta["shape"]``: CLIP hierarchies ``[S, D, h, w]`` (S scales,
+L2-normalised along D per scale and pixel), DINO maps ``[D, h, w]`` (L2-normalised along D per cell).
+On disk they are stored pixel-major, ``[h, w, S, D]`` and ``[h, w, D]``, so that the features of one
+pixel are one contiguous row: a training batch reads 4 rows per ray (bilinear corners) instead of
+S * D scattered values, and touches pages in proportion to the batch, not to the cache.
 
 Rules:
 - a folder whose ``meta.json`` has another ``key`` or ``images`` than the requested one has its
   feature files deleted and is rebuilt, never reused;
 - every file is written to a temporary name and renamed (``ovs3d.io.atomic``), so a present file is
   complete; an interrupted extraction resumes at the first missing image;
-- a file whose header (shape, dtype) is not the expected one is recomputed.
+- a file whose header (shape, dtype) is not the expected one (for instance a channel-first file of an
+  earlier ovs3d) is recomputed.
 """
 
 from __future__ import annotations
@@ -88,19 +93,39 @@ def feature_path(folder: Path, image_path: Path) -> Path:
     return Path(folder) / f"{Path(image_path).stem}.npy"
 
 
+def disk_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Channel-first ``[*C, h, w]`` -> the pixel-major shape on disk ``(h, w, *C)``."""
+    return (*shape[-2:], *shape[:-2])
+
+
+def pixel_major(array: np.ndarray) -> np.ndarray:
+    """``[*C, h, w]`` -> ``[h, w, *C]`` (a view)."""
+    return np.moveaxis(array, (-2, -1), (0, 1))
+
+
+def channel_first(array: np.ndarray) -> np.ndarray:
+    """``[h, w, *C]`` -> ``[*C, h, w]`` (a view)."""
+    return np.moveaxis(array, (0, 1), (-2, -1))
+
+
 def header_matches(path: Path, shape: tuple[int, ...]) -> bool:
-    """Whether ``path`` is a readable float16 ``.npy`` of ``shape``."""
+    """Whether ``path`` is a readable float16 ``.npy`` holding a channel-first ``shape`` map pixel-major."""
     try:
         array = np.load(path, mmap_mode="r")
     except (OSError, ValueError):
         return False
-    return array.shape == tuple(shape) and array.dtype == CACHE_DTYPE
+    return array.shape == disk_shape(tuple(shape)) and array.dtype == CACHE_DTYPE
 
 
 def save_array(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` as float16 ``.npy`` atomically."""
+    """Write a channel-first map ``[*C, h, w]`` as a pixel-major float16 ``.npy`` ``[h, w, *C]``, atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.save(handle, np.ascontiguousarray(array, dtype=CACHE_DTYPE))
+        np.save(handle, np.ascontiguousarray(pixel_major(array), dtype=CACHE_DTYPE))
+
+
+def read_array(path: Path) -> np.ndarray:
+    """A cache file read whole into memory, back in channel-first order ``[*C, h, w]`` (float16, a view)."""
+    return channel_first(np.load(path))
 
 
 def fill_cache(folder: Path, meta: dict, image_paths: list[Path], shape: tuple[int, ...],
@@ -129,8 +154,8 @@ def is_complete(folder: Path, source: dict | None = None) -> bool:
     return all(header_matches(Path(folder) / f"{Path(r['name']).stem}.npy", shape) for r in stored["images"])
 
 
-def load_maps(folder: str | Path) -> list[np.ndarray]:
-    """All images' feature arrays of a complete cache, memory-mapped read-only (float16), image order."""
+def feature_files(folder: str | Path) -> list[Path]:
+    """The per-image files of a complete cache, in image order (InputError when incomplete)."""
     folder = Path(folder)
     meta = read_meta(folder)
     if meta is None or not is_complete(folder):
@@ -138,33 +163,52 @@ def load_maps(folder: str | Path) -> list[np.ndarray]:
 
         raise InputError(folder, "the feature cache is missing or incomplete",
                          "run `ovs3d extract --data <scene>` with the same options")
-    return [np.load(folder / f"{Path(r['name']).stem}.npy", mmap_mode="r") for r in meta["images"]]
+    return [folder / f"{Path(r['name']).stem}.npy" for r in meta["images"]]
 
 
 class FeatureMaps:
-    """Read side of a complete cache, for training: the per-image arrays memory-mapped (float16).
+    """Read side of a complete cache, for training and testing.
 
-    ``maps[i]`` is image i's ``[S, D, h, w]`` (CLIP hierarchy) or ``[D, h, w]`` (DINO) array on disk;
-    nothing is read until it is indexed. ``sample`` gathers features at pixel positions given in
-    normalised image coordinates, so callers at any image resolution read the same maps."""
+    A file is memory-mapped only for the duration of one read and unmapped at its end, so between reads
+    the process holds none of the cache: training on every view of a scene costs the rows a batch reads,
+    not the cache's size (the pages stay in the kernel's page cache, shared and reclaimable).
 
-    def __init__(self, folder: str | Path, resident: bool = False):
-        """``resident``: on first use, keep each image's map in RAM pixel-major ([h * w, S * D] float16,
-        the file's size per image) so that ``sample`` reads one contiguous row per corner instead of
-        S * D scattered values (3-4x faster for 4096 rays on a fern-size map; costs the cache's size in RAM)."""
+    ``sample`` gathers features at pixel positions given in normalised image coordinates, so callers at
+    any image resolution read the same maps; ``dense`` reads a whole map; ``block`` a square window."""
+
+    def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        self.maps = load_maps(self.folder)
+        self.paths = feature_files(self.folder)
         self.meta = read_meta(self.folder)
-        self.resident = resident
-        self._rows: dict[int, "torch.Tensor"] = {}
+        self._arrays: list[np.ndarray] | None = None
+
+    @classmethod
+    def from_arrays(cls, arrays: list[np.ndarray], encoder: str) -> "FeatureMaps":
+        """Maps held in memory (channel-first arrays of one shape), read like a cache: for tests."""
+        maps = cls.__new__(cls)
+        maps.folder, maps.paths = None, []
+        maps.meta = {"encoder": encoder, "shape": list(arrays[0].shape)}
+        maps._arrays = [np.ascontiguousarray(pixel_major(a)) for a in arrays]
+        return maps
 
     def __len__(self) -> int:
-        return len(self.maps)
+        return len(self._arrays) if self._arrays is not None else len(self.paths)
 
     @property
     def encoder(self) -> str:
         """The display name of the encoder that made the features (e.g. '... (not CLIP)')."""
         return self.meta["encoder"]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Every image's channel-first map shape, ``(S, D, h, w)`` or ``(D, h, w)``."""
+        return tuple(self.meta["shape"])
+
+    def _pixel_major(self, view: int) -> np.ndarray:
+        """Image ``view``'s map ``[h, w, *C]``: a fresh read-only memory map (unmapped when dropped)."""
+        if self._arrays is not None:
+            return self._arrays[view]
+        return np.load(self.paths[view], mmap_mode="r")
 
     def sample(self, view: int, u: np.ndarray, v: np.ndarray) -> "torch.Tensor":
         """Bilinear features of image ``view`` at [n] normalised coordinates u = x / W, v = y / H of the
@@ -174,36 +218,31 @@ class FeatureMaps:
         centres take the border cells."""
         import torch
 
-        array = self.maps[view]
-        h, w = array.shape[-2:]
+        h, w = self.shape[-2:]
         x = np.clip(np.asarray(u, dtype=np.float64) * w - 0.5, 0, w - 1)
         y = np.clip(np.asarray(v, dtype=np.float64) * h - 0.5, 0, h - 1)
         x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
         x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-        fx, fy = torch.from_numpy(x - x0).float(), torch.from_numpy(y - y0).float()
-        lead = (slice(None),) * (array.ndim - 2)
-
-        if self.resident:
-            if view not in self._rows:
-                flat = torch.from_numpy(np.array(array).reshape(-1, h * w))
-                self._rows[view] = flat.T.contiguous()  # [h * w, S * D]
-            rows = self._rows[view]
-
-            def at(yy: np.ndarray, xx: np.ndarray) -> torch.Tensor:  # -> [n, ...]
-                picked = rows.index_select(0, torch.from_numpy(yy * w + xx)).float()
-                return picked.view((len(yy),) + tuple(array.shape[:-2]))
-        else:
-            def at(yy: np.ndarray, xx: np.ndarray) -> torch.Tensor:  # [..., n] -> [n, ...]
-                return torch.from_numpy(np.asarray(array[lead + (yy, xx)], dtype=np.float32)).movedim(-1, 0)
-
-        shape = (-1,) + (1,) * (array.ndim - 2)
-        fx, fy = fx.view(shape), fy.view(shape)
-        out = ((1 - fy) * ((1 - fx) * at(y0, x0) + fx * at(y0, x1))
-               + fy * ((1 - fx) * at(y1, x0) + fx * at(y1, x1)))
+        rows = np.concatenate([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1])
+        picked = self._pixel_major(view).reshape(h * w, -1)[rows]          # [4n, S * D], the map unmapped after
+        corners = torch.from_numpy(picked.astype(np.float32)).view(4, len(x), *self.shape[:-2])
+        shape = (-1,) + (1,) * (len(self.shape) - 2)
+        fx = torch.from_numpy(x - x0).float().view(shape)
+        fy = torch.from_numpy(y - y0).float().view(shape)
+        out = (1 - fy) * ((1 - fx) * corners[0] + fx * corners[1]) + fy * ((1 - fx) * corners[2] + fx * corners[3])
         return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
     def dense(self, view: int) -> "torch.Tensor":
-        """Image ``view``'s whole stored map as a float32 tensor (``[S, D, h, w]`` or ``[D, h, w]``)."""
+        """Image ``view``'s whole map as a float32 channel-first tensor (``[S, D, h, w]`` or ``[D, h, w]``)."""
         import torch
 
-        return torch.from_numpy(np.asarray(self.maps[view], dtype=np.float32))
+        array = channel_first(self._arrays[view]) if self._arrays is not None else read_array(self.paths[view])
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+    def block(self, view: int, top: int, left: int, size: int) -> "torch.Tensor":
+        """The ``size`` x ``size`` window of image ``view``'s map at cell (top, left), pixel-major
+        ``[size, size, *C]`` float32."""
+        import torch
+
+        window = self._pixel_major(view)[top:top + size, left:left + size]
+        return torch.from_numpy(np.array(window, dtype=np.float32))

@@ -135,7 +135,8 @@ def clip_meta(source: dict, config: ExtractConfig, encoder: ImageTextEncoder) ->
     return {**source, "encoder": encoder.name, "patch_sides": sides,
             "strides": [max(1, p // config.pyramid.stride_divisor) for p in sides],
             "shape": [len(sides), encoder.embedding_dim, -(-h // s), -(-w // s)], "dtype": "float16",
-            "layout": "[scale, D, h, w], L2-normalised along D; scale 0 = largest patches"}
+            "layout": "[scale, D, h, w] (on disk pixel-major [h, w, scale, D]), L2-normalised along D; "
+                      "scale 0 = largest patches"}
 
 
 def dino_source(scene_root: Path, config: ExtractConfig, paths: list[Path]) -> tuple[Path, dict]:
@@ -152,7 +153,7 @@ def dino_meta(source: dict, extractor: DenseFeatureExtractor) -> dict:
     w8, h8 = source["key"]["input_size"]
     return {**source, "encoder": extractor.name, "stride": extractor.stride,
             "shape": [extractor.feature_dim, h8 // extractor.stride, w8 // extractor.stride],
-            "dtype": "float16", "layout": "[D, h, w], L2-normalised along D"}
+            "dtype": "float16", "layout": "[D, h, w] (on disk pixel-major [h, w, D]), L2-normalised along D"}
 
 
 Progress = Callable[[int, int, bool], None]
@@ -217,7 +218,7 @@ def view_hierarchy(scene_root: str | Path, config: ExtractConfig, view: int, enc
         image = load_image(paths[view], size, encoder.device)
         hierarchy = extract_hierarchy(image, encoder, config.pyramid, image_index=view)
         cache.save_array(target, store_grid(hierarchy, config.store_stride).cpu().numpy())
-    return torch.from_numpy(np.load(target).astype(np.float32))
+    return torch.from_numpy(cache.read_array(target).astype(np.float32))
 
 
 def extract_features(scene_root: str | Path, config: ExtractConfig, log: Callable[[str], None] = print) -> dict:

@@ -264,8 +264,8 @@ def draw_dino_patches(data: SegmentationData, n: int, size: int, generator: torc
                       ) -> dict[str, torch.Tensor]:
     """``n`` crops of t x t DINO tokens (t = size / stride, capped by the map) from random training views:
     tokens [n, t^2, E] and each token's ray through the exact centre (stride k + stride / 2) of its pixel block."""
-    maps, stride = data.dino.maps, data.dino_stride
-    hd, wd = int(maps[data.views[0]].shape[1]), int(maps[data.views[0]].shape[2])
+    stride = data.dino_stride
+    hd, wd = data.dino.shape[-2:]
     t = max(1, min(size // stride, hd, wd))
     picks = torch.randint(0, len(data.views), (n,), generator=generator)
     tokens, images, us, vs = [], [], [], []
@@ -273,8 +273,7 @@ def draw_dino_patches(data: SegmentationData, n: int, size: int, generator: torc
     for k in picks.tolist():
         ty = int(torch.randint(0, hd - t + 1, (1,), generator=generator))
         tx = int(torch.randint(0, wd - t + 1, (1,), generator=generator))
-        block = np.asarray(maps[data.views[k]][:, ty:ty + t, tx:tx + t], dtype=np.float32)
-        tokens.append(torch.from_numpy(block).flatten(1).t())
+        tokens.append(data.dino.block(data.views[k], ty, tx, t).reshape(t * t, -1))
         images.append(torch.full((t * t,), data.views[k]))
         us.append(((tx + ix) * stride + stride / 2).flatten().float())
         vs.append(((ty + iy) * stride + stride / 2).flatten().float())
