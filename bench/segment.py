@@ -90,7 +90,7 @@ def random_caches(scene_root, out, size: tuple[int, int], store_stride: int = 2,
     [dino_dim, h // 8, w // 8]. Only time and memory mean anything with them."""
     import numpy as np
 
-    from ovs3d.features.cache import image_records, save_array
+    from ovs3d.features.cache import header_matches, image_records, save_array
     from ovs3d.io.atomic import write_json_atomic
     from ovs3d.features.extract import scene_images
 
@@ -110,7 +110,7 @@ def random_caches(scene_root, out, size: tuple[int, int], store_stride: int = 2,
         axis = 1 if kind == "clip" else 0
         for path in paths:
             target = folder / f"{path.stem}.npy"
-            if not target.is_file():
+            if not header_matches(target, tuple(shape)):
                 array = rng.standard_normal(shape, dtype=np.float32)
                 array /= np.linalg.norm(array, axis=axis, keepdims=True)
                 save_array(target, array)

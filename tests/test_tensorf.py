@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as nnf
 
@@ -11,10 +12,11 @@ from ovs3d.field.tensorf import TensoRF, plane_tv, sample_line, sample_plane
 BOX = torch.tensor([[-2.0, -2.0, -1.0], [2.0, 2.0, 1.0]])
 
 
-def test_plane_and_line_lookups_match_grid_sample_values_and_gradients() -> None:
+@pytest.mark.parametrize("n_samples", [10, 300])  # 40 taps < 63 cells: channel-major gather; 1200: row gather
+def test_plane_and_line_lookups_match_grid_sample_values_and_gradients(n_samples: int) -> None:
     gen = torch.Generator().manual_seed(0)
     plane = torch.randn((1, 5, 7, 9), generator=gen, requires_grad=True)
-    uv = torch.rand((300, 2), generator=gen) * 2 - 1
+    uv = torch.rand((n_samples, 2), generator=gen) * 2 - 1
     uv[:4] = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [1.0, -1.0], [-1.0, 1.0]])
     ref = nnf.grid_sample(plane, uv.view(1, -1, 1, 2), align_corners=True).view(5, -1).t()
     ours = sample_plane(plane, uv)

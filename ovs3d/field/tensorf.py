@@ -95,16 +95,38 @@ class _WeightedGather(torch.autograd.Function):
         return grad_table, None, None
 
 
+class _ChannelGather(torch.autograd.Function):
+    """The same weighted gather on a channel-major table [R, N]: out[m, r] = sum_k weight[m, k] *
+    table[r, index[m, k]] -> [M, R]. The gradient is scattered straight into the [R, N] layout, so
+    nothing of the table's size is transposed in either direction."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index, weight)
+        ctx.n_cols = table.shape[1]
+        taps = table.index_select(1, index.reshape(-1)).view(table.shape[0], *index.shape)   # [R, M, K]
+        return (taps * weight).sum(-1).t()
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        index, weight = ctx.saved_tensors
+        r = grad_out.shape[1]
+        contrib = (grad_out.t()[:, :, None] * weight).reshape(r, -1)
+        grad_table = grad_out.new_zeros(r, ctx.n_cols).index_add_(1, index.reshape(-1), contrib)
+        return grad_table, None, None
+
+
 def sample_plane(plane: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     """Bilinear lookup of plane [1, R, H, W] at uv [M, 2] in [-1, 1] (u along W) -> [M, R].
 
     Same values as ``grid_sample(plane, uv, align_corners=True)`` inside [-1, 1] (outside, the border
-    value is used). Implemented as a weighted 4-tap gather over the plane's [H*W, R] rows, which is
-    several times faster than ``grid_sample`` on CPU, above all in the backward pass.
+    value is used). Implemented as a weighted 4-tap gather, several times faster than ``grid_sample``
+    on CPU, above all in the backward pass. When the 4M taps outnumber the plane's H*W cells (stage-1
+    batches) it gathers contiguous R-vectors from the plane transposed to [H*W, R]; when they are
+    sparse on the plane (a 1024-ray batch on an 806^2 plane) it gathers from the plane's own [R, H*W]
+    layout, so that neither pass transposes the whole plane.
     """
     _, r, h, w = plane.shape
-    # squeeze (a view) rather than plane[0]: the backward of an index select zero-fills a plane-sized tensor.
-    table = plane.squeeze(0).permute(1, 2, 0).reshape(h * w, r)
     size = uv.new_tensor([w - 1, h - 1])
     pos = torch.minimum(((uv + 1) * 0.5 * size).clamp(min=0), size)
     lo = torch.minimum(pos.floor(), (size - 1).clamp(min=0))
@@ -116,6 +138,10 @@ def sample_plane(plane: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     fx, fy = frac[:, 0], frac[:, 1]
     index = torch.stack([i00, i00 + dx, i00 + dy, i00 + dy + dx], dim=1)
     weight = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], dim=1)
+    if index.numel() < h * w:
+        return _ChannelGather.apply(plane.reshape(r, h * w), index, weight)
+    # squeeze (a view) rather than plane[0]: the backward of an index select zero-fills a plane-sized tensor.
+    table = plane.squeeze(0).permute(1, 2, 0).reshape(h * w, r)
     return _WeightedGather.apply(table, index, weight)
 
 
