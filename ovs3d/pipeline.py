@@ -1,18 +1,21 @@
 """The whole pipeline in one folder: extract -> reconstruct -> segment -> test (``ovs3d run``).
 
-Layout of ``out``: ``reconstruct/`` (stage-1 run), ``segment/`` (stage-2 run), ``segment/test/``
-(overlays, video, results.txt, metrics.json) and ``summary.json``. Features live in the scene's own
+Layout of ``out``: ``features/`` (the extract stage's record), ``reconstruct/`` (stage-1 run),
+``segment/`` (stage-2 run), ``test/`` (overlays, video, results.txt, metrics.json) and ``summary.json``. Features live in the scene's own
 cache (``<scene>/features/``), which rebuilds itself when its settings change.
 
 A stage is complete when its folder holds ``stage.json`` (written atomically, last) and the config
 recorded there equals the requested one: such a stage is skipped and says so. A stage folder without
 ``stage.json`` was interrupted: training resumes from its last checkpoint. A stage whose config changed
-is redone in a fresh folder (the old one is moved aside as ``<stage>.old-<n>``, never deleted).
+is redone in a fresh folder (the old one is moved aside as ``<stage>.old-<n>``, never deleted). A
+stage's config includes a digest of the records of the stages whose outputs it reads, so when one of
+those runs again, every stage after it runs again too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 import time
@@ -72,6 +75,12 @@ def read_record(folder: Path) -> dict | None:
         return json.loads((folder / STAGE_RECORD).read_text())
     except (OSError, ValueError):
         return None
+
+
+def record_digest(folder: Path) -> str:
+    """A digest of a completed stage's record (config, time, result). It changes whenever that stage runs
+    again, so a stage that reads another's outputs puts it in its own config and reruns after it."""
+    return hashlib.sha1(json.dumps(read_record(folder), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def move_aside(folder: Path) -> Path:
@@ -169,7 +178,8 @@ def run_pipeline(scene: str | Path, out: str | Path, config: PipelineConfig, cla
     stage2_dir = out / "segment"
     rows.append(run_stage(
         "segment", stage2_dir, {"classes": classes, "stage1": str(stage1_dir.resolve()), **to_plain(segment_config),
-                                "extract": to_plain(extract_config)},
+                                "extract": to_plain(extract_config),
+                                "after": [record_digest(out / "features"), record_digest(stage1_dir)]},
         lambda resume: stage2.segment(stage1_dir, stage2_dir, segment_config, extract_config, scene_root=scene,
                                       classes=classes, resume=resume, device=config.device),
         segment_metric, log))
@@ -184,7 +194,8 @@ def run_pipeline(scene: str | Path, out: str | Path, config: PipelineConfig, cla
                         labels=config.labels).metrics
 
     rows.append(run_stage("test", test_dir, {"segment": str(stage2_dir.resolve()), "video_frames": config.video_frames,
-                                             "labels": config.labels}, test, test_metric, log))
+                                             "labels": config.labels, "after": record_digest(stage2_dir)},
+                          test, test_metric, log))
     write_json_atomic(out / "summary.json", [dataclasses.asdict(r) for r in rows])
     return rows
 

@@ -61,6 +61,16 @@ def test_feature_distillation_gradient_reaches_selection():
     assert selection.grad.abs().sum() > 0 and features.grad.abs().sum() > 0
 
 
+def test_feature_distillation_stop_gradient_on_selection():
+    clip = nnf.normalize(torch.randn(5, 3, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    selection = torch.softmax(torch.randn(5, 3, generator=torch.Generator().manual_seed(2)), -1).requires_grad_()
+    features = torch.randn(5, 8, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    loss = feature_distillation_loss(features, selection, clip, selection_grad=False)
+    assert loss.item() == pytest.approx(feature_distillation_loss(features, selection, clip).item())
+    loss.backward()
+    assert selection.grad is None and features.grad.abs().sum() > 0
+
+
 def test_relevancy_alignment_known_value():
     text = torch.eye(3, dtype=torch.float64)  # t_hat_c = e_c, so <F, t_c> = F_c
     features = torch.tensor([[2.0, 0.0, 0.0]], dtype=torch.float64)

@@ -1,7 +1,9 @@
-"""``ovs3d run`` end to end: interrupted after stage 1, rerun, stage 1 skipped, final metrics written."""
+"""``ovs3d run`` end to end: interrupted after stage 1, rerun, stage 1 skipped, final metrics written; a redone
+stage redoes the stages after it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -10,7 +12,7 @@ import pytest
 
 from ovs3d.features.encoders import ClipConfig, DinoConfig
 from ovs3d.features.extract import ExtractConfig
-from ovs3d.pipeline import PipelineConfig, run_pipeline, summary_table
+from ovs3d.pipeline import PipelineConfig, run_pipeline, stage_presets, summary_table
 
 
 class Interrupted(Exception):
@@ -48,3 +50,10 @@ def test_run_resumes_after_an_interruption_and_skips_completed_stages(synthetic_
     rows = run_pipeline(scene, out, changed, log=lines.append)
     assert {row.stage: row.status for row in rows}["test"] == "ran"
     assert (out / "test.old-1" / "metrics.json").is_file()
+
+    # A redone stage redoes the stages that read its outputs, though their own settings are unchanged.
+    reconstruct, segment = stage_presets("test")
+    rows = run_pipeline(scene, out, changed, log=lines.append,
+                        stage_configs=(reconstruct, dataclasses.replace(segment, iterations=segment.iterations + 2)))
+    assert {row.stage: row.status for row in rows} == {"extract": "skipped", "reconstruct": "skipped",
+                                                         "segment": "ran", "test": "ran"}

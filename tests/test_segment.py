@@ -68,6 +68,17 @@ def test_training_runs_and_reduces_feature_loss(tmp_path, mode):
     assert (tmp_path / "checkpoint.safetensors").is_file() and (tmp_path / "tb").is_dir()
 
 
+@pytest.mark.parametrize("mode", ["faithful", "improved"])
+def test_selection_learns_from_feature_loss_only_in_faithful_mode(tmp_path, mode):
+    field, data = tiny_setup(mode)
+    cfg = preset("test", mode=mode, relevancy_weight=0.0, dino_pos_weight=0.0, dino_neg_weight=0.0)
+    trainer = SegmentTrainer(field, data, cfg, tmp_path, torch.device("cpu"))
+    trainer.train_step()
+    grads = [p.grad for p in [*trainer.model.select_planes, *trainer.model.select_lines]]
+    moved = any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert moved == (mode == "faithful")
+
+
 def test_zero_weights_skip_branches(tmp_path):
     field, data = tiny_setup()
     cfg = preset("test", relevancy_weight=0.0, dino_pos_weight=0.0, dino_neg_weight=0.0)

@@ -45,13 +45,17 @@ def selected_clip_feature(selection: torch.Tensor, clip_features: torch.Tensor) 
 
 
 def feature_distillation_loss(features: torch.Tensor, selection: torch.Tensor,
-                              clip_features: torch.Tensor) -> torch.Tensor:
+                              clip_features: torch.Tensor, selection_grad: bool = True) -> torch.Tensor:
     """L_feat = -mean_r cos(F_r, normalize(sum_s S_{r,s} f_hat_{r,s})), in [-1, 1].
 
-    No stop-gradient on the target: the selection receives gradient (spec 6.5.1).
+    ``selection_grad`` True (faithful, spec 6.5.1): no stop-gradient on the target, so the selection
+    receives dL/dS_{r,s} = -<d cos / d phi_r, f_hat_{r,s}> and moves toward whichever scale the current
+    F already agrees with: a fit criterion, not a semantic one, which drifts to the smoothest (coarsest)
+    scale. False (improved): phi_r = normalize(sum_s sg(S_{r,s}) f_hat_{r,s}); only F is trained here and
+    the selection is learned from the RDA loss alone.
     Shapes: features [B, D], selection [B, 3], clip_features [B, 3, D].
     """
-    target = selected_clip_feature(selection, clip_features)
+    target = selected_clip_feature(selection if selection_grad else selection.detach(), clip_features)
     return -nnf.cosine_similarity(features, target, dim=-1).mean()
 
 
