@@ -10,9 +10,10 @@ rule) next to the 2D teachers' own per-view argmax on the same views
 
 Then, on the demo's stage 1 and feature caches, stage 2 is trained in both modes (``faithful``,
 ``improved``) at the demo's schedule (200 iterations, joint from 70) and at the ``cpu`` preset's (600,
-joint from 200), and each is tested under both label rules: the evidence for the ``cpu`` preset's mode.
+joint from 200), and each is tested under both label rules: the evidence for the ``cpu`` preset's mode
+(``bench/results/demo_modes.json``).
 
-Run: ``python -m bench.demo [--out /tmp/ovs3d-bench-demo] [--no-modes]``
+Run: ``python -m bench.demo [--out /tmp/ovs3d-bench-demo] [--no-modes | --modes-only]``
 """
 
 from __future__ import annotations
@@ -106,11 +107,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEMO_DIR, help="demo folder (replaced)")
     parser.add_argument("--no-modes", action="store_true", help="skip the faithful/improved comparison")
+    parser.add_argument("--modes-only", action="store_true", help="only the comparison, on an existing demo folder")
     args = parser.parse_args()
-    result = run(args.out)
+    if not args.modes_only:
+        write_result("demo", run(args.out))
     if not args.no_modes:
-        result["modes"] = compare_modes(args.out)
-    write_result("demo", result)
+        write_result("demo_modes", {"modes": compare_modes(args.out), "folder": str(args.out)})
 
 
 if __name__ == "__main__":

@@ -83,6 +83,17 @@ def demo_rows(r: dict) -> list[Row]:
              f"3D: {ours}", f"2D teacher mIoU {teachers}; target 3D >= 0.85", "demo")]
 
 
+def modes_rows(r: dict) -> list[Row]:
+    rows = []
+    for iterations in sorted({m["iterations"] for m in r["modes"]}):
+        runs = {m["mode"]: m for m in r["modes"] if m["iterations"] == iterations}
+        cell = lambda m: f"{m['cosine_labels']['miou']:.3f} / {m['relevancy_labels']['miou']:.3f}"  # noqa: E731
+        rows.append((f"Synthetic scene, stage 2 `improved` vs `faithful` mode, {iterations} iterations, 3D mIoU "
+                     f"(cosine / relevancy labels)", f"improved {cell(runs['improved'])}",
+                     f"faithful {cell(runs['faithful'])}", "demo_modes"))
+    return rows
+
+
 def segment_rows(r: dict) -> list[Row]:
     rows = []
     if "pairwise" in r:
@@ -118,7 +129,7 @@ def process_rows(r: dict) -> list[Row]:
 
 SOURCES: dict[str, Callable[[dict], list[Row]]] = {
     "reconstruct": reconstruct_rows, "extract": extract_rows, "builtin_features": builtin_rows,
-    "demo": demo_rows, "segment": segment_rows, "lifting": lifting_rows, "process_data": process_rows}
+    "demo": demo_rows, "demo_modes": modes_rows, "segment": segment_rows, "lifting": lifting_rows, "process_data": process_rows}
 
 
 def results_table() -> str:

@@ -45,6 +45,8 @@ class PipelineConfig:
     """Feature extraction (encoders: --extract.clip.kind, --extract.clip.weights, --extract.dino.*)."""
     video_frames: int = 120
     """Frames of the spiral segmentation video (0: none)."""
+    video_downsample: float = 1.0
+    """The segmentation video is rendered at the test resolution divided by this."""
     labels: Literal["cosine", "relevancy"] = "cosine"
     """Label rule of the test stage's overlays, video and main metrics: cosine = argmax cos(F, t_c)
     (the paper's); relevancy = argmax of the per-view min-max relevancy. Both are always scored."""
@@ -191,10 +193,10 @@ def run_pipeline(scene: str | Path, out: str | Path, config: PipelineConfig, cla
         if test_dir.exists():
             shutil.rmtree(test_dir / "segmentations_path", ignore_errors=True)
         return run_test(stage2_dir, test_dir, scene, config.video_frames, device=config.device,
-                        labels=config.labels).metrics
+                        labels=config.labels, video_downsample=config.video_downsample).metrics
 
     rows.append(run_stage("test", test_dir, {"segment": str(stage2_dir.resolve()), "video_frames": config.video_frames,
-                                             "labels": config.labels, "after": record_digest(stage2_dir)},
+                                             "video_downsample": config.video_downsample, "labels": config.labels, "after": record_digest(stage2_dir)},
                           test, test_metric, log))
     write_json_atomic(out / "summary.json", [dataclasses.asdict(r) for r in rows])
     return rows

@@ -27,7 +27,7 @@ class Config:
     legacy_config: Path | None = None
     """An authors' configs/<scene>.txt (key = value) applied over the preset; unknown keys are warned about."""
     mode: Literal["faithful", "improved"] | None = None
-    """Override the semantic field mode (default: faithful in every preset)."""
+    """Override the semantic field mode (default: the preset's, improved for cpu, faithful for paper and test)."""
     iterations: int | None = None
     """Override the number of iterations."""
     joint_start_iter: int | None = None

@@ -21,6 +21,8 @@ class Config:
     """Scene folder (default: the run's)."""
     video_frames: int = 120
     """Frames of the spiral segmentation video (0: no video)."""
+    video_downsample: float = 1.0
+    """The video is rendered at the test resolution divided by this."""
     labels: Literal["cosine", "relevancy"] = "cosine"
     """Label rule of the overlays, the video and the main metrics: cosine = argmax cos(F, t_c) (the
     paper's); relevancy = argmax of cos(F, t_c) min-max normalised per class over the view. Both are
@@ -33,6 +35,6 @@ def main(config: Config) -> None:
     from ovs3d.eval.segment_eval import run_test
 
     result = run_test(config.run, config.out, config.scene, config.video_frames, device=config.device,
-                      labels=config.labels)
+                      labels=config.labels, video_downsample=config.video_downsample)
     print((result.out / "results.txt").read_text(), end="")
     print(f"wrote {result.out}")

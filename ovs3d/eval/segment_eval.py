@@ -127,9 +127,11 @@ class TestOutputs:
 
 
 def run_test(run_dir: str | Path, out: str | Path | None = None, scene_root: str | Path | None = None,
-             video_frames: int = 120, chunk: int = 8192, device: str = "auto", labels: str = "cosine") -> TestOutputs:
+             video_frames: int = 120, chunk: int = 8192, device: str = "auto", labels: str = "cosine",
+             video_downsample: float = 1.0) -> TestOutputs:
     """Render and score a stage-2 run (see the module docstring); ``labels`` is the label rule of the
-    overlays, the video and the ``3dovs`` entry. Returns the outputs' summary."""
+    overlays, the video and the ``3dovs`` entry; the video is rendered at the test resolution divided by
+    ``video_downsample``. Returns the outputs' summary."""
     from ovs3d.device import resolve_device
     from ovs3d.features.cache import FeatureMaps
     from ovs3d.io.video import write_video
@@ -180,7 +182,7 @@ def run_test(run_dir: str | Path, out: str | Path | None = None, scene_root: str
                 reference[name] = evaluate_3dovs(np.stack([t[rule] for t in teacher]), ann.labels, views, classes)
     video = None
     if video_frames > 0:
-        path_cams = spiral_path(scene.cameras, scene.bounds, n_frames=video_frames).to(dev)
+        path_cams = spiral_path(scene.cameras, scene.bounds, n_frames=video_frames).downsampled(video_downsample).to(dev)
         frames = []
         for i in range(len(path_cams)):
             rendered = render_semantic_image(model, path_cams, i, scene.kind, step, chunk, with_rgb=True)

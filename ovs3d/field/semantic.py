@@ -21,7 +21,8 @@ for the samples whose weight passes the threshold) and output, per ray,
     run only at the kept samples ([M, 128]); the last layer is affine, so it is applied after
     compositing the 128-d hidden features (exact; still no [M, 512] buffer).
   * selection logits l_i = Linear24->3(selVM(x_i)) are unbounded; S = softmax(sum_i w_i l_i), so a
-    ray can put nearly all weight on one scale.
+    ray can put nearly all weight on one scale. The trainer detaches S inside the feature loss, so S
+    learns from the RDA loss alone (``SegmentConfig.feature_selection_grad``).
   * the RDA loss uses the normalised F with an explicit temperature (set in the trainer's config).
 """
 
@@ -122,7 +123,8 @@ class SemanticField(nn.Module):
         return self.head[-1](self._head_hidden(a))
 
     def render(self, xyz: torch.Tensor, weights: torch.Tensor, ray_index: torch.Tensor, n_rays: int,
-               viewdirs: torch.Tensor | None = None, with_selection: bool = True) -> dict[str, torch.Tensor]:
+               viewdirs: torch.Tensor | None = None, with_selection: bool = True,
+               appearance: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Render packed samples to per-ray outputs.
 
         Args:
@@ -130,11 +132,12 @@ class SemanticField(nn.Module):
             weights: [M] their volume-rendering weights w_i; ray_index: [M] their ray.
             viewdirs: [M, 3] unit view directions; when given, RGB is rendered too.
             with_selection: render S (skip it when only F is needed, e.g. DINO patches, inference).
+            appearance: [M, 27] the samples' appearance features when already looked up (else computed).
         Returns:
             {"features": [n_rays, 512], "selection": [n_rays, 3] (if asked), "rgb": [n_rays, 3] (if
             viewdirs), "acc": [n_rays] accumulated weight}.
         """
-        a = self.base.appearance_feature(xyz)  # [M, 27]
+        a = self.base.appearance_feature(xyz) if appearance is None else appearance  # [M, 27]
         acc = weights.new_zeros(n_rays).index_add(0, ray_index, weights)[:, None]  # [n, 1]
         if self.mode == "faithful":
             # affine head: composite a first, then apply each layer with its bias scaled by acc

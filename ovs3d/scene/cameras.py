@@ -70,6 +70,10 @@ class Cameras:
         return replace(self, fx=self.fx * sx, fy=self.fy * sy, cx=self.cx * sx, cy=self.cy * sy,
                        width=width, height=height)
 
+    def downsampled(self, factor: float) -> "Cameras":
+        """The same cameras for images ``factor`` times smaller per side (at least 8 pixels)."""
+        return self.resized(max(int(self.width / factor), 8), max(int(self.height / factor), 8))
+
     def rays(self, view: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """World rays through continuous image points.
 

@@ -340,8 +340,7 @@ class Reconstruction:
         from ovs3d.scene.paths import spiral_path
 
         path = spiral_path(self.scene.cameras, self.scene.bounds, self.config.video_frames)
-        f = self.config.video_downsample
-        path = path.resized(max(int(self.scene.width / f), 8), max(int(self.scene.height / f), 8)).to(self.device)
+        path = path.downsampled(self.config.video_downsample).to(self.device)
         frames = [to_uint8(render_image(self.field, path, i, self.scene.kind, self.step,
                                         self.config.render_chunk)["rgb"].cpu().numpy()) for i in range(len(path))]
         return write_video(self.out / "renders" / "spiral.mp4", frames)

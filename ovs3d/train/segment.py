@@ -44,7 +44,7 @@ from ovs3d.errors import InputError
 from ovs3d.features.cache import FeatureMaps
 from ovs3d.field.semantic import SemanticConfig, SemanticField
 from ovs3d.io.atomic import atomic_path, write_json_atomic
-from ovs3d.render.volume import march
+from ovs3d.render.volume import RaySamples, march
 from ovs3d.features.relevancy import apply_ranges, cosine_maps, minmax_ranges
 from ovs3d.scene.cameras import Cameras
 from ovs3d.scene.scene import Scene
@@ -342,15 +342,25 @@ class SegmentTrainer:
             g["lr"] = g["initial_lr"] * factor
 
     # ---------------------------------------------------------------------------------------- one step
-    def _render(self, view, u, v, generator, with_selection: bool, with_rgb: bool) -> dict[str, torch.Tensor]:
-        cams = self.data.clip_cameras if with_selection else self.data.dino_cameras
+    def _march(self, cams, view, u, v, generator) -> tuple[RaySamples, torch.Tensor]:
+        """The frozen density's packed samples of the rays through (u, v) of ``cams[view]``, and the rays'
+        unit directions [B, 3]."""
         o, d = scene_rays(cams, view, u, v, self.data.kind)
         o, d = o.to(self.device), d.to(self.device)
         with torch.no_grad():
             samples = march(self.model.base, o, d, self.step, generator)
-        viewdirs = nnf.normalize(d, dim=-1)[samples.ray_index] if with_rgb else None
-        return self.model.render(samples.xyz, samples.weights, samples.ray_index, samples.n_rays,
-                                 viewdirs=viewdirs, with_selection=with_selection)
+        return samples, nnf.normalize(d, dim=-1)
+
+    def _render(self, marched: list[tuple[RaySamples, torch.Tensor]], with_selection: list[bool],
+                with_rgb: list[bool]) -> list[dict[str, torch.Tensor]]:
+        """Render several ray sets, with the appearance feature of all their samples looked up in one
+        call: each appearance plane then gets one gradient buffer per iteration, not one per ray set
+        (at the paper's 806^2 planes each extra buffer cost a plane-sized zero fill and sum)."""
+        appearance = self.model.base.appearance_feature(torch.cat([s.xyz for s, _ in marched]))
+        parts = appearance.split([s.n_kept for s, _ in marched])
+        return [self.model.render(s.xyz, s.weights, s.ray_index, s.n_rays, viewdirs=d[s.ray_index] if rgb else None,
+                                  with_selection=sel, appearance=a)
+                for (s, d), a, sel, rgb in zip(marched, parts, with_selection, with_rgb)]
 
     def train_step(self) -> dict[str, float]:
         """One iteration at ``self.iteration``; returns the (unweighted) loss values."""
@@ -362,7 +372,12 @@ class SegmentTrainer:
         jitter = torch.Generator(device=self.device).manual_seed(cfg.seed * 104729 + self.iteration)
         h, w = data.clip_hw
         batch = gather_clip_batch(data, draw_clip_pixels(len(data.views), h, w, cfg.batch_size, self.iteration, cfg.seed))
-        out = self._render(batch["view"], batch["u"], batch["v"], jitter, with_selection=True, with_rgb=self.joint)
+        marched = [self._march(data.clip_cameras, batch["view"], batch["u"], batch["v"], jitter)]
+        fda = (cfg.dino_pos_weight > 0 or cfg.dino_neg_weight > 0) and data.dino is not None and cfg.patch_num > 0
+        if fda:
+            patches = draw_dino_patches(data, cfg.patch_num, cfg.patch_size, gen)
+            marched.append(self._march(data.dino_cameras, patches["view"], patches["u"], patches["v"], jitter))
+        out, *patch_out = self._render(marched, with_selection=[True, False], with_rgb=[self.joint, False])
         clip = batch["clip"].to(self.device)
         logs: dict[str, float] = {}
         loss = feature_distillation_loss(out["features"], out["selection"], clip, cfg.feature_selection_grad)
@@ -377,10 +392,8 @@ class SegmentTrainer:
             mse = rgb_loss(out["rgb"], batch["rgb"].to(self.device))
             loss = loss + mse
             logs["rgb_mse"] = float(mse.detach())
-        if (cfg.dino_pos_weight > 0 or cfg.dino_neg_weight > 0) and data.dino is not None and cfg.patch_num > 0:
-            patches = draw_dino_patches(data, cfg.patch_num, cfg.patch_size, gen)
-            pout = self._render(patches["view"], patches["u"], patches["v"], jitter, with_selection=False,
-                                with_rgb=False)
+        if fda:
+            pout = patch_out[0]
             n = cfg.patch_num
             pos, neg = fda_loss(pout["features"].view(n, -1, pout["features"].shape[-1]), self.text,
                                 patches["dino"].to(self.device), cfg.temperature, cfg.dino_shift, cfg.fda_chunk)
