@@ -6,7 +6,7 @@ view-dependent error (a rectangle with swapped classes) on every ``--corrupt-eve
 slot uses the built-in colour-texture extractor. Stage 1 is the ``cpu`` preset on the real images,
 stage 2 the chosen preset; then ``ovs3d test`` scores our 3D labels and the teacher's own per-view
 argmax on the same views (3D-OVS protocol). This measures what the 3D method adds on real geometry
-without CLIP weights.
+without CLIP weights. A complete stage-1 run in ``--work`` is reused; stage 2 always starts afresh.
 
 Usage: ``python -m bench.lifting [--work DIR] [--stage2-preset cpu] [--corrupt-every 3]``.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import time
 from pathlib import Path
 
@@ -150,8 +151,8 @@ def main() -> None:
     run2 = work / f"segment-{args.stage2_preset}-{config.mode}{'-fda' if args.fda else ''}"
     model = SemanticField(base, SemanticConfig(mode=config.mode, feature_dim=args.dim),
                           torch.Generator().manual_seed(config.seed))
+    shutil.rmtree(run2, ignore_errors=True)   # a stage-2 run left by other code must not be resumed
     trainer = SegmentTrainer(model, data, config, run2, torch.device("cpu"), meta, stage1_step=float(base_meta["step"]))
-    trainer.load()
     t2 = time.perf_counter()
     summary = trainer.run()
     stage2_seconds = time.perf_counter() - t2
