@@ -75,13 +75,13 @@ def run(out: Path) -> dict:
 def compare_modes(out: Path) -> list[dict]:
     """Stage 2 in each mode and schedule on the demo's stage 1 (``out/outputs/reconstruct``) and caches,
     tested under both label rules (no video); runs go to ``out/modes/<mode>-<iterations>``."""
-    from ovs3d.demo import demo_stage_configs
+    from ovs3d.demo import choose_encoders, demo_stage_configs
     from ovs3d.eval.segment_eval import label_rule_key, run_test
-    from ovs3d.features.encoders import ClipConfig, DinoConfig
     from ovs3d.features.extract import ExtractConfig
     from ovs3d.train.segment import segment
 
-    extract = ExtractConfig(clip=ClipConfig(kind="builtin"), dino=DinoConfig(kind="builtin"))
+    clip, dino, _ = choose_encoders(None, None, force_builtin=True, device="cpu")  # the offline demo's encoders
+    extract = ExtractConfig(clip=clip, dino=dino)
     _, demo_config = demo_stage_configs(builtin_dino=True)
     rows = []
     for iterations, joint in ((200, demo_config.joint_start_iter), (600, 200)):

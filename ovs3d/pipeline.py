@@ -1,8 +1,9 @@
 """The whole pipeline in one folder: extract -> reconstruct -> segment -> test (``ovs3d run``).
 
 Layout of ``out``: ``features/`` (the extract stage's record), ``reconstruct/`` (stage-1 run),
-``segment/`` (stage-2 run), ``test/`` (overlays, video, results.txt, metrics.json) and ``summary.json``. Features live in the scene's own
-cache (``<scene>/features/``), which rebuilds itself when its settings change.
+``segment/`` (stage-2 run), ``test/`` (overlays, video, results.txt, metrics.json) and
+``summary.json``. Features live in the scene's own cache (``<scene>/features/``), which rebuilds
+itself when its settings change.
 
 A stage is complete when its folder holds ``stage.json`` (written atomically, last) and the config
 recorded there equals the requested one: such a stage is skipped and says so. A stage folder without
@@ -96,11 +97,15 @@ def move_aside(folder: Path) -> Path:
 
 
 def run_stage(name: str, folder: Path, config: dict, work: Callable[[bool], dict], metric: Callable[[dict], str],
-              log: Callable[[str], None]) -> StageResult:
+              log: Callable[[str], None], after: tuple[Path, ...] = ()) -> StageResult:
     """Run ``work(resume)`` unless ``folder`` already holds a complete record of the same ``config``.
 
-    ``work`` returns the stage's result dict, stored in ``stage.json`` with the config and the time.
+    ``after``: the folders of the stages whose outputs this one reads; their record digests join the
+    config, so this stage reruns whenever one of them ran again. ``work`` returns the stage's result
+    dict, stored in ``stage.json`` with the config and the time.
     """
+    if after:
+        config = {**config, "after": [record_digest(f) for f in after]}
     record = read_record(folder)
     if record is not None and record.get("config") == config:
         log(f"[{name}] complete with the same settings: skipped ({folder})")
@@ -180,11 +185,10 @@ def run_pipeline(scene: str | Path, out: str | Path, config: PipelineConfig, cla
     stage2_dir = out / "segment"
     rows.append(run_stage(
         "segment", stage2_dir, {"classes": classes, "stage1": str(stage1_dir.resolve()), **to_plain(segment_config),
-                                "extract": to_plain(extract_config),
-                                "after": [record_digest(out / "features"), record_digest(stage1_dir)]},
+                                "extract": to_plain(extract_config)},
         lambda resume: stage2.segment(stage1_dir, stage2_dir, segment_config, extract_config, scene_root=scene,
                                       classes=classes, resume=resume, device=config.device),
-        segment_metric, log))
+        segment_metric, log, after=(out / "features", stage1_dir)))
     test_dir = out / "test"
 
     def test(_resume: bool) -> dict:
@@ -196,8 +200,8 @@ def run_pipeline(scene: str | Path, out: str | Path, config: PipelineConfig, cla
                         labels=config.labels, video_downsample=config.video_downsample).metrics
 
     rows.append(run_stage("test", test_dir, {"segment": str(stage2_dir.resolve()), "video_frames": config.video_frames,
-                                             "video_downsample": config.video_downsample, "labels": config.labels, "after": record_digest(stage2_dir)},
-                          test, test_metric, log))
+                                             "video_downsample": config.video_downsample, "labels": config.labels},
+                          test, test_metric, log, after=(stage2_dir,)))
     write_json_atomic(out / "summary.json", [dataclasses.asdict(r) for r in rows])
     return rows
 

@@ -14,7 +14,8 @@ from ovs3d.features.extract import ExtractConfig, extract_features
 @dataclass
 class Config:
     """Extract the CLIP patch hierarchy and the DINO maps of a scene into <scene>/features/ (float16,
-    pixel-major, read per training batch; resumes after an interruption; a cache made with other settings is never reused)."""
+    pixel-major, read per training batch; resumes after an interruption; a cache made with other settings
+    is never reused)."""
 
     data: Path
     """Scene folder (with images/)."""

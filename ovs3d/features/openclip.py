@@ -92,8 +92,8 @@ class OpenClipEncoder:
             raise InputError(checkpoint, f"the weights do not load into {config.model} ({str(exc)[:300]})",
                              "pass weights made for --clip.model, or the matching --clip.model") from exc
         self.device = torch.device(device)
-        # On a 2-core CPU small batches are fastest (ViT-B/16: 0.36 s per crop at 4, 0.49 s at 256,
-        # ``python -m bench.extract``); a GPU wants large ones.
+        # On a 2-core CPU small batches are fastest (ViT-B/16, swept by ``python -m bench.extract``:
+        # bench/results/extract.json); a GPU wants large ones.
         self.batch_size = 4 if self.device.type == "cpu" else 256
         self.dtype = resolve_precision(config.precision, self.device)
         self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)

@@ -117,7 +117,7 @@ class SegmentConfig:
         """Whether L_feat trains the selection. Faithful: yes (spec 6.5.1). Improved: no, the target is
         phi = normalize(sum_s sg(S_s) f_hat_s) and S learns only from L_RDA = JS(p(F), softmax(sum_s S_s R_s)).
         Through L_feat, S is pulled to the scale F already fits best, the smoothest (coarsest) one, a
-        self-reinforcing drift (on the demo scene it reaches S_coarse ~ 1 and loses the small cone); through
+        self-reinforcing drift (on the demo scene it settles on the coarse scale and loses the small cone); through
         RDA it is pulled to the scale whose min-max relevancies are confident and agree with F's classes."""
         return self.mode == "faithful"
 
@@ -126,7 +126,7 @@ PRESETS: dict[str, SegmentConfig] = {
     "paper": SegmentConfig(),
     # cpu: a few hundred iterations instead of 15k, so the head and selection basis learn 50x faster.
     # improved mode: `python -m bench.demo` trains both modes on the demo's stage 1 at 200 and 600 iterations
-    # and records them (bench/results/demo.json); improved scored at least as well in every case there.
+    # and records them (bench/results/demo_modes.json); improved scored at least as well in every case there.
     "cpu": SegmentConfig(mode="improved", iterations=600, joint_start_iter=200, batch_size=1024, patch_num=2,
                          patch_size=128, samples_per_ray=0, lr_network=5e-3, checkpoint_every=50, log_every=10),
     "test": SegmentConfig(iterations=12, joint_start_iter=6, batch_size=128, patch_num=1, patch_size=64,
