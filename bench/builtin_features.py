@@ -23,7 +23,7 @@ from ovs3d.features.builtin import ColorWordEncoder
 from ovs3d.features.extract import normalize
 from ovs3d.features.pyramid import PyramidConfig, extract_hierarchy
 from ovs3d.features.relevancy import label_map, text_embeddings
-from ovs3d.scene.scene import load_scene
+from ovs3d.scene.load import load_scene
 from ovs3d.scene.synthetic import make_synthetic_scene
 
 SCENES = {

@@ -40,7 +40,8 @@ from PIL import Image
 from bench.common import peak_rss_gb, require_shared, timer, write_result
 from ovs3d.features import cache
 from ovs3d.features.builtin import ColorWordEncoder
-from ovs3d.features.encoders import ClipConfig, build_image_text_encoder
+from ovs3d.features.encoders import ClipConfig
+from ovs3d.features.registry import build_image_text_encoder
 from ovs3d.features.extract import load_image, normalize, scene_images, store_grid
 from ovs3d.features.pyramid import PyramidConfig, crop_boxes, encode_boxes, extract_hierarchy
 

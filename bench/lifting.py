@@ -103,7 +103,7 @@ def per_group(result: dict, views: list[int], corrupted_views: set[int]) -> dict
 def main() -> None:
     from ovs3d.eval.segment_eval import run_test
     from ovs3d.field.semantic import SemanticConfig, SemanticField
-    from ovs3d.scene.scene import load_scene
+    from ovs3d.scene.load import load_scene
     from ovs3d.train import reconstruct as stage1
     from ovs3d.train.checkpoint import CHECKPOINT, load_field
     from ovs3d.train.segment import SegmentTrainer, prepare_data, preset

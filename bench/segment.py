@@ -133,7 +133,7 @@ def _train_child(spec: dict, queue) -> None:
 
     from ovs3d.features.cache import FeatureMaps
     from ovs3d.field.semantic import SemanticConfig, SemanticField
-    from ovs3d.scene.scene import load_scene
+    from ovs3d.scene.load import load_scene
     from ovs3d.train.checkpoint import load_field
     from ovs3d.train.segment import SegmentTrainer, prepare_data, preset
     from ovs3d.train.schedule import n_to_reso
@@ -152,7 +152,8 @@ def _train_child(spec: dict, queue) -> None:
         text = torch.nn.functional.normalize(torch.randn(spec["classes"], clip.shape[1],
                                                          generator=torch.Generator().manual_seed(0)), dim=-1)
     else:
-        from ovs3d.features.encoders import ClipConfig, build_image_text_encoder
+        from ovs3d.features.encoders import ClipConfig
+        from ovs3d.features.registry import build_image_text_encoder
         from ovs3d.features.relevancy import text_embeddings
         from ovs3d.scene.annotations import read_classes
 
@@ -184,7 +185,7 @@ def _train_child(spec: dict, queue) -> None:
 def kept_samples(spec: dict) -> float:
     """Mean kept samples per ray of the field the spec trains on (one batch of 1024 pixel rays)."""
     from ovs3d.render.volume import march
-    from ovs3d.scene.scene import load_scene
+    from ovs3d.scene.load import load_scene
     from ovs3d.train.checkpoint import load_field
     from ovs3d.train.reconstruct import scene_rays
     from ovs3d.train.schedule import marching_step

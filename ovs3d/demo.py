@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 from ovs3d.errors import WeightsUnavailableError
-from ovs3d.features.encoders import ClipConfig, DinoConfig, build_dense_extractor, build_image_text_encoder
+from ovs3d.features.encoders import ClipConfig, DinoConfig
+from ovs3d.features.registry import build_dense_extractor, build_image_text_encoder
 from ovs3d.features.extract import ExtractConfig
 from ovs3d.pipeline import PipelineConfig, run_pipeline, stage_presets, summary_table
 from ovs3d.train.reconstruct import ReconstructConfig

@@ -158,7 +158,7 @@ def run_pipeline(scene: str | Path, out: str | Path, config: PipelineConfig, cla
 
     ``stage_configs`` replaces the preset's stage-1 and stage-2 configs (the demo scales them to its scene)."""
     from ovs3d.features.extract import extract_features
-    from ovs3d.scene.scene import load_scene
+    from ovs3d.scene.load import load_scene
 
     scene, out = Path(scene), Path(out)
     reconstruct_config, segment_config = stage_configs or stage_presets(config.preset)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from ovs3d.cli.main import entrypoint
 from ovs3d.errors import InputError
-from ovs3d.scene.scene import load_scene
+from ovs3d.scene.load import load_scene
 from ovs3d.scene.synthetic import make_synthetic_scene
 
 

@@ -14,7 +14,7 @@ from ovs3d.errors import InputError
 from ovs3d.scene.colmap import colmap_to_ovs3d, ovs3d_to_colmap, point_depth_bounds
 from ovs3d.scene.colmap_sfm import SparseModel
 from ovs3d.scene.normalize import normalize_poses
-from ovs3d.scene.scene import load_scene
+from ovs3d.scene.load import load_scene
 
 
 def random_c2w(n: int, seed: int) -> np.ndarray:

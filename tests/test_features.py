@@ -9,8 +9,8 @@ import torch
 
 from ovs3d.errors import InputError
 from ovs3d.features.builtin import ColorTextureExtractor, ColorWordEncoder
-from ovs3d.features.encoders import (ClipConfig, DenseFeatureExtractor, DinoConfig, ImageTextEncoder,
-                                     build_dense_extractor, build_image_text_encoder)
+from ovs3d.features.encoders import ClipConfig, DenseFeatureExtractor, DinoConfig, ImageTextEncoder
+from ovs3d.features.registry import build_dense_extractor, build_image_text_encoder
 from ovs3d.features.relevancy import relevancy, text_embeddings
 from features_helpers import single_thread, small_dino_weights, tiny_clip_weights  # noqa: F401  (fixtures)
 
@@ -100,7 +100,7 @@ def test_builtin_argmax_accuracy_on_synthetic_scene(synthetic_scene):
     from ovs3d.features.extract import normalize
     from ovs3d.features.pyramid import PyramidConfig, extract_hierarchy
     from ovs3d.features.relevancy import label_map
-    from ovs3d.scene.scene import load_scene
+    from ovs3d.scene.load import load_scene
 
     scene = load_scene(synthetic_scene)
     ann = scene.annotations

@@ -8,7 +8,8 @@ import pytest
 
 from conftest import shared_scene
 from ovs3d.scene.paths import spiral_path
-from ovs3d.scene.scene import holdout_split, load_scene
+from ovs3d.scene.load import load_scene
+from ovs3d.scene.scene import holdout_split
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from scipy.spatial.transform import Rotation
 from ovs3d.errors import InputError
 from ovs3d.io.images import write_png
 from ovs3d.scene.nerfstudio import read_transforms, write_transforms
-from ovs3d.scene.scene import load_scene
+from ovs3d.scene.load import load_scene
 
 W, H = 16, 12
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ovs3d.scene.cameras import Cameras
-from ovs3d.scene.scene import load_scene
+from ovs3d.scene.load import load_scene
 from ovs3d.scene.synthetic import make_synthetic_scene, pixel_rays, read_depth, read_scene_json
 
 PROMPTS = ["red ball", "blue box", "yellow cone", "green cylinder", "purple box", "brown wooden floor",

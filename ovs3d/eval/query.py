@@ -66,7 +66,8 @@ def run_query(run_dir: str | Path, texts: list[str], views: list[int] | None = N
     and ``<out>/query.json`` with the milliseconds per query on a cached view. Returns that dict."""
     from ovs3d.device import resolve_device
     from ovs3d.eval.segment_eval import scene_at_feature_resolution
-    from ovs3d.features.encoders import ClipConfig, build_image_text_encoder
+    from ovs3d.features.encoders import ClipConfig
+    from ovs3d.features.registry import build_image_text_encoder
     from ovs3d.features.relevancy import text_embeddings
     from ovs3d.train.segment import load_segmentation
 

@@ -109,7 +109,7 @@ def teacher_labels(clip_maps, image: int, text: torch.Tensor, size: tuple[int, i
 def scene_at_feature_resolution(meta: dict, scene_root: str | Path | None = None, annotations: bool = True):
     """The run's scene (or ``scene_root``) loaded at the CLIP feature resolution the run was trained at."""
     from ovs3d.io.images import image_size, list_images
-    from ovs3d.scene.scene import load_scene
+    from ovs3d.scene.load import load_scene
 
     root = Path(scene_root or meta["scene"])
     stored_w, _ = image_size(list_images(root / "images")[0])

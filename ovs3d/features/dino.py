@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from ovs3d.errors import InputError, WeightsUnavailableError
-from ovs3d.features.encoders import DinoConfig, cached_hub_file, hub_reachable, resolve_precision
+from ovs3d.features.encoders import DinoConfig, resolve_precision
+from ovs3d.features.hub import cached_hub_file, hub_reachable
 
 
 def import_timm():

@@ -30,9 +30,9 @@ from PIL import Image
 from ovs3d.device import resolve_device
 from ovs3d.errors import InputError
 from ovs3d.features import cache
-from ovs3d.features.encoders import (ClipConfig, DenseFeatureExtractor, DinoConfig, ImageTextEncoder,
-                                     build_dense_extractor, build_image_text_encoder, check_weights_file,
-                                     clip_identity, dino_identity, dino_stride)
+from ovs3d.features.encoders import ClipConfig, DenseFeatureExtractor, DinoConfig, ImageTextEncoder, dino_stride
+from ovs3d.features.hub import check_weights_file
+from ovs3d.features.registry import build_dense_extractor, build_image_text_encoder, clip_identity, dino_identity
 from ovs3d.features.pyramid import PyramidConfig, extract_hierarchy, patch_sides
 from ovs3d.io.images import image_size, list_images, read_rgb
 

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from ovs3d.errors import InputError, WeightsUnavailableError
-from ovs3d.features.encoders import ClipConfig, cached_hub_file, hub_reachable, resolve_precision
+from ovs3d.features.encoders import ClipConfig, resolve_precision
+from ovs3d.features.hub import cached_hub_file, hub_reachable
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)

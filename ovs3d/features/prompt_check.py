@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from ovs3d.device import resolve_device
-from ovs3d.features.encoders import build_image_text_encoder
+from ovs3d.features.registry import build_image_text_encoder
 from ovs3d.features.extract import ExtractConfig, feature_size, load_image, scene_images, view_hierarchy
 from ovs3d.features.pyramid import patch_sides
 from ovs3d.features.relevancy import relevancy, text_embeddings

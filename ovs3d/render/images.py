@@ -61,7 +61,7 @@ def render_run(run: str | Path, path: str = "spiral", out: str | Path | None = N
     from ovs3d.io.images import to_uint8, write_png
     from ovs3d.io.video import write_video
     from ovs3d.scene.paths import spiral_path
-    from ovs3d.scene.scene import load_scene
+    from ovs3d.scene.load import load_scene
     from ovs3d.train.checkpoint import load_field
 
     run = Path(run)

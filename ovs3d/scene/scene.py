@@ -1,4 +1,4 @@
-"""The in-memory scene every stage consumes, and ``load_scene`` which dispatches on the folder's format."""
+"""The in-memory scene every stage consumes (``scene/load.py`` reads one from a folder)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ovs3d.errors import InputError
 from ovs3d.scene.annotations import Annotations
 from ovs3d.scene.cameras import Cameras
 
@@ -71,35 +70,3 @@ def holdout_split(n_images: int, every: int) -> tuple[list[int], list[int]]:
         return list(range(n_images)), []
     test = list(range(0, n_images, every))
     return [i for i in range(n_images) if i % every != 0], test
-
-
-def load_scene(root: str | Path, downsample: float = 1.0, holdout_every: int = 0,
-               kind: Literal["auto", "forward", "360"] = "auto", load_annotations: bool = True) -> Scene:
-    """Load a scene folder; the first pose file found decides the format: LLFF ``poses_bounds.npy``,
-    nerfstudio ``transforms.json``, then a COLMAP model ``sparse/0``.
-
-    Args:
-        root: the scene folder (``images/`` + poses).
-        downsample: the working resolution is the stored pose file's (W, H) divided by this.
-        holdout_every: hold out every n-th image for evaluation (0: none, all images train).
-        kind: the scene type; ``auto`` detects it from the camera layout.
-        load_annotations: read ``segmentations/`` when present.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError(root, "the scene folder does not exist", "pass the path of a scene folder")
-    options = dict(downsample=downsample, holdout_every=holdout_every, kind=kind, load_annotations=load_annotations)
-    if (root / "poses_bounds.npy").exists():
-        from ovs3d.scene.llff import load_llff
-
-        return load_llff(root, **options)
-    if (root / "transforms.json").exists():
-        from ovs3d.scene.nerfstudio import load_nerfstudio
-
-        return load_nerfstudio(root, **options)
-    if (root / "sparse" / "0").is_dir():
-        from ovs3d.scene.colmap import load_colmap
-
-        return load_colmap(root, **options)
-    raise InputError(root, "no camera poses found (expected poses_bounds.npy, transforms.json or sparse/0)",
-                     "run `ovs3d process-data --images <photos> --out <scene>` to compute poses")

@@ -9,7 +9,7 @@ pixel-centre ray hits exactly one of the 7 primitives, so the class masks partit
 the 3D-OVS dataset. Rendering is ``ovs3d.scene.raytrace`` (exact intersections, Lambert + ambient +
 specular, solid procedural textures).
 
-Output (the 3D-OVS / LLFF layout, loadable by ``ovs3d.scene.scene.load_scene``)::
+Output (the 3D-OVS / LLFF layout, loadable by ``ovs3d.scene.load.load_scene``)::
 
     images/NN.png                     RGB renders (optionally supersampled: ss x ss rays per pixel)
     poses_bounds.npy                  [N, 17]: LLFF 3x5 [down, right, back, centre | (H, W, f)] + near, far

@@ -40,7 +40,8 @@ from ovs3d.io.atomic import write_json_atomic, write_text_atomic
 from ovs3d.render.images import depth_to_gray, render_image, scene_rays
 from ovs3d.render.volume import render_rays
 from ovs3d.scene.cameras import Cameras
-from ovs3d.scene.scene import Scene, load_scene
+from ovs3d.scene.load import load_scene
+from ovs3d.scene.scene import Scene
 from ovs3d.train import checkpoint as ckpt
 from ovs3d.train.schedule import decay_gamma, marching_step, n_to_reso, samples_per_ray, upsample_voxel_counts
 

@@ -565,11 +565,11 @@ def segment(stage1: str | Path, out: str | Path, config: SegmentConfig, extract:
     written to ``out/train_summary.json``.
     """
     from ovs3d.device import resolve_device
-    from ovs3d.features.encoders import build_image_text_encoder
+    from ovs3d.features.registry import build_image_text_encoder
     from ovs3d.features.extract import extract_clip, extract_dino
     from ovs3d.features.relevancy import text_embeddings
     from ovs3d.scene.annotations import read_classes
-    from ovs3d.scene.scene import load_scene
+    from ovs3d.scene.load import load_scene
     from ovs3d.train.checkpoint import load_field
 
     out = Path(out)
