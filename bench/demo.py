@@ -75,14 +75,15 @@ def run(out: Path) -> dict:
 def compare_modes(out: Path) -> list[dict]:
     """Stage 2 in each mode and schedule on the demo's stage 1 (``out/outputs/reconstruct``) and caches,
     tested under both label rules (no video); runs go to ``out/modes/<mode>-<iterations>``."""
-    from ovs3d.demo import choose_encoders, demo_stage_configs
-    from ovs3d.eval.segment_eval import label_rule_key, run_test
-    from ovs3d.features.extract import ExtractConfig
-    from ovs3d.train.segment import segment
+    import torch
 
-    clip, dino, _ = choose_encoders(None, None, force_builtin=True, device="cpu")  # the offline demo's encoders
-    extract = ExtractConfig(clip=clip, dino=dino)
-    _, demo_config = demo_stage_configs(builtin_dino=True)
+    from ovs3d.demo import choose_encoders, demo_pipeline_config
+    from ovs3d.eval.segment_eval import TestConfig, label_rule_key, run_test
+    from ovs3d.features.extract import ExtractConfig
+    from ovs3d.pipeline import segment_stage
+
+    extract, _ = choose_encoders(ExtractConfig(), force_builtin=True, device=torch.device("cpu"))  # the offline demo's
+    demo_config = demo_pipeline_config(extract).segment
     rows = []
     for iterations, joint in ((200, demo_config.joint_start_iter), (600, 200)):
         for mode in ("faithful", "improved"):
@@ -90,10 +91,10 @@ def compare_modes(out: Path) -> list[dict]:
             shutil.rmtree(run_dir, ignore_errors=True)
             config = dataclasses.replace(demo_config, mode=mode, iterations=iterations, joint_start_iter=joint)
             tick = time.perf_counter()
-            segment(out / "outputs" / "reconstruct", run_dir / "segment", config, extract, scene_root=out / "scene",
-                    device="cpu", progress=False)
-            metrics = run_test(run_dir / "segment", run_dir / "test", out / "scene", video_frames=0, device="cpu",
-                               labels="relevancy").metrics
+            segment_stage(out / "outputs" / "reconstruct", run_dir / "segment", config, extract,
+                          scene_root=out / "scene", device="cpu", progress=False)
+            metrics = run_test(run_dir / "segment", run_dir / "test", out / "scene",
+                               TestConfig(video_frames=0, labels="relevancy"), device="cpu").metrics
             rows.append({"mode": mode, "iterations": iterations, "joint_start_iter": joint,
                          "seconds": round(time.perf_counter() - tick, 1),
                          "relevancy_labels": protocol_summary(metrics["3dovs"]),

@@ -33,18 +33,19 @@ def reset_peak() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def stage1(scene: Path, out: Path, iters: int, smoke: bool) -> dict:
+def stage1(scene: Path, out: Path, iters: int, smoke: bool, device: str) -> dict:
     """Paper-preset stage 1 with its schedule compressed into ``iters`` iterations."""
-    from ovs3d.train.reconstruct import PRESETS, Reconstruction
+    from ovs3d.train.configs import preset
+    from ovs3d.train.reconstruct import Reconstruction
 
     k = max(iters // 8, 1)
     config = dataclasses.replace(
-        PRESETS["paper"], downsample=1.0, n_iters=iters, upsample_iters=(2 * k, 3 * k, 4 * k, 5 * k),
+        preset("reconstruct", "paper"), downsample=1.0, n_iters=iters, upsample_iters=(2 * k, 3 * k, 4 * k, 5 * k),
         alpha_mask_iters=(int(2.5 * k),), render_eval=False, video_frames=0, checkpoint_every=10 ** 9)
     if smoke:
         config = dataclasses.replace(config, batch_size=256, n_voxel_init=32 ** 3, n_voxel_final=64 ** 3)
     reset_peak()
-    run = Reconstruction(scene, out, config)
+    run = Reconstruction(scene, out, config, device=device)
     times = []
     for _ in range(iters):
         sync()
@@ -63,16 +64,17 @@ def stage2(scene: Path, stage1_dir: Path, out: Path, iters: int, smoke: bool, de
     """Paper-preset stage 2 (built-in encoders) for ``iters`` iterations."""
     from ovs3d.features.encoders import ClipConfig, DinoConfig
     from ovs3d.features.extract import ExtractConfig, ResolutionConfig
-    from ovs3d.train.segment import preset, segment
+    from ovs3d.pipeline import segment_stage
+    from ovs3d.train.configs import preset
 
     extract = ExtractConfig(clip=ClipConfig(kind="builtin"), dino=DinoConfig(kind="builtin"),
-                            resolution=ResolutionConfig(downsample=2.0), device=device)
+                            resolution=ResolutionConfig(downsample=2.0))
     overrides = {"iterations": iters, "joint_start_iter": iters // 2, "checkpoint_every": 10 ** 9}
     if smoke:
         overrides.update(batch_size=256, patch_num=1, patch_size=64)
     reset_peak()
-    summary = segment(stage1_dir, out, preset("paper", **overrides), extract, scene_root=scene, device=device,
-                      progress=False)
+    summary = segment_stage(stage1_dir, out, preset("segment", "paper", **overrides), extract, scene_root=scene,
+                            device=device, progress=False)
     return {"iterations": iters, "s_per_iter": summary["s_per_iter"], "peak_gpu_gb": peak_gpu_gb(),
             "encoders": summary.get("encoders")}
 
@@ -96,7 +98,7 @@ def main() -> None:
     if not (scene / "poses_bounds.npy").exists():
         make_synthetic_scene(scene, seed=0, n_views=args.views, width=args.width, height=args.height, supersample=1)
     start = time.perf_counter()
-    s1 = stage1(scene, args.work / "stage1", args.iters1, args.smoke)
+    s1 = stage1(scene, args.work / "stage1", args.iters1, args.smoke, device)
     s2 = stage2(scene, args.work / "stage1", args.work / "stage2", args.iters2, args.smoke, device)
     write_result("gpu" if not args.smoke else "gpu_smoke", {
         "device": device, "scene": f"synthetic {args.width}x{args.height}, {args.views} views", "smoke": args.smoke,

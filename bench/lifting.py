@@ -101,12 +101,13 @@ def per_group(result: dict, views: list[int], corrupted_views: set[int]) -> dict
 
 
 def main() -> None:
-    from ovs3d.eval.segment_eval import run_test
-    from ovs3d.field.semantic import SemanticConfig, SemanticField
+    from ovs3d.eval.segment_eval import TestConfig, run_test
+    from ovs3d.runs.store import CHECKPOINT
     from ovs3d.scene.load import load_scene
-    from ovs3d.train import reconstruct as stage1
-    from ovs3d.train.checkpoint import CHECKPOINT, load_field
-    from ovs3d.train.segment import SegmentTrainer, prepare_data, preset
+    from ovs3d.train.configs import preset
+    from ovs3d.train.reconstruct import reconstruct
+    from ovs3d.train.segment import segment
+    from ovs3d.train.segment_data import prepare_data
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/ovs3d-bench-lifting"))
@@ -125,8 +126,8 @@ def main() -> None:
     start = time.perf_counter()
     run1 = work / "stage1"
     if not (run1 / "metrics.json").is_file():
-        config = dataclasses.replace(stage1.PRESETS["cpu"], video_frames=0, render_eval=False)
-        stage1.reconstruct(scene_root, run1, config, resume=(run1 / CHECKPOINT).is_file())
+        config = preset("reconstruct", "cpu", video_frames=0, render_eval=False)
+        reconstruct(scene_root, run1, config, resume=(run1 / CHECKPOINT).is_file())
     stage1_seconds = time.perf_counter() - start
     stage1_metrics = __import__("json").loads((run1 / "metrics.json").read_text())
 
@@ -138,25 +139,21 @@ def main() -> None:
     dino_folder = builtin_dino_cache(scene_root, work / "features" / "dino", (small.width, small.height))
 
     scene = load_scene(scene_root, load_annotations=False)
-    base, base_meta = load_field(run1)
     overrides = {"mode": args.mode} if args.mode else {}
     if not args.fda:
         overrides.update(dino_pos_weight=0.0, dino_neg_weight=0.0)
-    config = preset(args.stage2_preset, **overrides)
+    config = preset("segment", args.stage2_preset, **overrides)
     data = prepare_data(scene, clip_folder, dino_folder, text)
-    meta = {"scene": str(scene_root), "stage1": str(run1.resolve()), "classes": CLASSES,
-            "encoders": {"clip": TEACHER_NAME, "dino": data.dino.encoder}, "builtin_encoders": True,
-            "clip_cache": str(clip_folder), "dino_cache": str(dino_folder), "clip_resolution": [small.width, small.height],
-            "stage1_step": float(base_meta["step"])}
+    inputs = {"scene": str(scene_root.resolve()), "classes": CLASSES, "width": small.width, "height": small.height,
+              "encoders": {"clip": TEACHER_NAME, "dino": data.dino.encoder}, "builtin_encoders": True,
+              "inputs": {"clip_cache": str(clip_folder.resolve()), "dino_cache": str(dino_folder.resolve()),
+                         "clip_resolution": [small.width, small.height], "clip_config": {"kind": "degraded teacher"}}}
     run2 = work / f"segment-{args.stage2_preset}-{config.mode}{'-fda' if args.fda else ''}"
-    model = SemanticField(base, SemanticConfig(mode=config.mode, feature_dim=args.dim),
-                          torch.Generator().manual_seed(config.seed))
     shutil.rmtree(run2, ignore_errors=True)   # a stage-2 run left by other code must not be resumed
-    trainer = SegmentTrainer(model, data, config, run2, torch.device("cpu"), meta, stage1_step=float(base_meta["step"]))
     t2 = time.perf_counter()
-    summary = trainer.run()
+    summary = segment(run1, run2, config, data, inputs, device="cpu")
     stage2_seconds = time.perf_counter() - t2
-    metrics = run_test(run2, run2 / "test", scene_root, video_frames=0, device="cpu").metrics
+    metrics = run_test(run2, run2 / "test", scene_root, TestConfig(video_frames=0), device="cpu").metrics
     views = metrics["3dovs"]["views"]
     ours = per_group(metrics["3dovs"], views, set(corrupted))
     teacher = per_group(metrics["reference"]["teacher_2d"]["3dovs"], views, set(corrupted))
@@ -165,7 +162,7 @@ def main() -> None:
         "teacher": TEACHER_NAME, "dino": data.dino.encoder, "stage2_preset": args.stage2_preset,
         "semantic_mode": config.mode, "fda_loss": args.fda, "eval_resolution": metrics["resolution"],
         "stage1": {"psnr_train": stage1_metrics.get("psnr"), "seconds_this_run": stage1_seconds},
-        "stage2": {"iterations": trainer.iteration, "seconds": stage2_seconds, "s_per_iter": summary["s_per_iter"]},
+        "stage2": {"iterations": summary["iteration"], "seconds": stage2_seconds, "s_per_iter": summary["s_per_iter"]},
         "teacher_2d": teacher, "ours_3d": ours,
         "miou_gain_all_views": ours["miou_all"] - teacher["miou_all"],
         "ours_above_teacher": ours["miou_all"] > teacher["miou_all"], "peak_rss_gb": peak_rss_gb()})

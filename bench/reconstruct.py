@@ -32,6 +32,26 @@ from pathlib import Path
 from bench.common import RESULTS_DIR, peak_rss_gb, require_shared, write_result
 
 PARTS = ("cpu", "naive", "small", "paper-final")
+def authors_small():
+    """The authors' "small" stage-1 setting on the paper preset: batch 1024, 64^3 -> 128^3 voxels, 600
+    iterations, upsampling at 150/250/350/450, the alpha mask at 200."""
+    from ovs3d.train.configs import preset
+
+    return preset("reconstruct", "paper", n_iters=600, batch_size=1024, n_voxel_init=64 ** 3,
+                  n_voxel_final=128 ** 3, upsample_iters=(150, 250, 350, 450), alpha_mask_iters=(200,),
+                  checkpoint_every=600)
+
+
+def reconstruction(scene, out, config, threads: int, resume: bool = False):
+    """A stage-1 ``Reconstruction`` on the CPU with ``threads`` torch threads."""
+    import torch
+
+    from ovs3d.train.reconstruct import Reconstruction
+
+    torch.set_num_threads(threads)
+    return Reconstruction(scene, out, config, resume=resume, device="cpu", log=lambda line: None)
+
+
 AUTHORS = {"small_s_per_iter": [0.30, 0.47], "small_peak_rss_gb": 5.7, "paper_final_s_per_iter": 25.0,
            "small_resolution": "2016x1512 (fern at 1/2 of 4032x3024)"}
 
@@ -41,14 +61,14 @@ def _mean(xs: list[float]) -> float:
 
 
 def part_cpu(work: Path, threads: int) -> dict:
-    from ovs3d.train.reconstruct import PRESETS, Reconstruction
+    from ovs3d.train.configs import preset
 
     scene = require_shared("fern_504")
     out = work / "fern_cpu"
     shutil.rmtree(out, ignore_errors=True)
-    cfg = dataclasses.replace(PRESETS["cpu"], holdout_every=8, video_frames=0, threads=threads)
+    cfg = preset("reconstruct", "cpu", holdout_every=8, video_frames=0)
     start = time.perf_counter()
-    run = Reconstruction(scene, out, cfg)
+    run = reconstruction(scene, out, cfg, threads)
     run.run(progress=False)
     train_s = time.perf_counter() - start
     tick = time.perf_counter()
@@ -70,12 +90,10 @@ def part_cpu(work: Path, threads: int) -> dict:
 
 
 def _load_cpu_run(work: Path, config, threads: int):
-    from ovs3d.train.reconstruct import Reconstruction
-
     run_dir = work / "fern_cpu"
     if not (run_dir / "checkpoint.safetensors").exists():
         raise SystemExit(f"bench: {run_dir} has no checkpoint; run `--part cpu` first")
-    return Reconstruction(require_shared("fern_504"), run_dir, config, resume=True)
+    return reconstruction(require_shared("fern_504"), run_dir, config, threads, resume=True)
 
 
 def _time_steps(run, n: int, **kwargs) -> tuple[float, dict]:
@@ -88,10 +106,9 @@ def _time_steps(run, n: int, **kwargs) -> tuple[float, dict]:
 
 
 def part_naive(work: Path, threads: int, n: int = 10) -> dict:
-    from ovs3d.train.reconstruct import PRESETS
+    from ovs3d.train.configs import preset
 
-    cfg = dataclasses.replace(PRESETS["cpu"], holdout_every=8, threads=threads, n_iters=10 ** 9,
-                              alpha_mask_iters=(), upsample_iters=())
+    cfg = preset("reconstruct", "cpu", holdout_every=8, n_iters=10 ** 9, alpha_mask_iters=(), upsample_iters=())
     run = _load_cpu_run(work, cfg, threads)
     _time_steps(run, 1)                                          # warm-up
     ours, ours_stats = _time_steps(run, n)
@@ -125,14 +142,11 @@ def shading_mlp_seconds(field, n_samples: int, repeats: int = 10) -> float:
 
 
 def part_small(work: Path, threads: int) -> dict:
-    from ovs3d.train.reconstruct import PRESETS, Reconstruction
-
     out = work / "fern_small"
     shutil.rmtree(out, ignore_errors=True)
-    cfg = dataclasses.replace(PRESETS["authors-small"], downsample=1.0, holdout_every=0, video_frames=0,
-                              render_eval=False, threads=threads)
+    cfg = dataclasses.replace(authors_small(), downsample=1.0, holdout_every=0, video_frames=0, render_eval=False)
     start = time.perf_counter()
-    run = Reconstruction(require_shared("fern_504"), out, cfg)
+    run = reconstruction(require_shared("fern_504"), out, cfg, threads)
     run.run(progress=False)
     total = time.perf_counter() - start
     ours = _mean(run.iteration_seconds)
@@ -154,12 +168,12 @@ def part_small(work: Path, threads: int) -> dict:
 
 
 def part_paper_final(work: Path, threads: int, n: int = 3) -> dict:
-    from ovs3d.train.reconstruct import PRESETS
+    from ovs3d.train.configs import preset
     from ovs3d.train.schedule import n_to_reso
 
-    paper = PRESETS["paper"]
-    cfg = dataclasses.replace(PRESETS["cpu"], holdout_every=8, threads=threads, batch_size=paper.batch_size,
-                              n_iters=10 ** 9, alpha_mask_iters=(), upsample_iters=())
+    paper = preset("reconstruct", "paper")
+    cfg = preset("reconstruct", "cpu", holdout_every=8, batch_size=paper.batch_size, n_iters=10 ** 9,
+                 alpha_mask_iters=(), upsample_iters=())
     run = _load_cpu_run(work, cfg, threads)
     run.field.upsample(n_to_reso(paper.n_voxel_final, run.field.box))
     run._update_step()

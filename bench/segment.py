@@ -68,17 +68,19 @@ def bench_pairwise(crops: int = 8, positions: int = 1024, classes: int = 6) -> d
 
 # ---------------------------------------------------------------------------------------- training
 def slab_field(box, reso, density: float, seed: int = 0):
-    """A TensoRF whose density is ``density`` everywhere in its box (random appearance): with the
+    """A TensoRF in NDC whose density is ``density`` everywhere in its box (random appearance): with the
     marching step s, opacity per sample 1 - exp(-25 density s); it stands in for a trained stage 1
     with a realistic number of kept samples per ray (reported by the bench)."""
     from ovs3d.field.tensorf import TensoRF
+    from ovs3d.scene.rayspace import NDCSpace
 
-    field = TensoRF(torch.as_tensor(box, dtype=torch.float32), reso, generator=torch.Generator().manual_seed(seed))
+    space = NDCSpace(box=tuple(tuple(float(x) for x in corner) for corner in torch.as_tensor(box).tolist()))
+    field = TensoRF(space, reso, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        total = sum(p.shape[1] for p in field.density_planes)
-        for p in field.density_planes:
+        total = field.density_grid.n_features
+        for p in field.density_grid.planes:
             p.fill_(1.0)
-        for line in field.density_lines:
+        for line in field.density_grid.lines:
             line.fill_(density / total)
     return field
 
@@ -134,15 +136,17 @@ def _train_child(spec: dict, queue) -> None:
     from ovs3d.features.cache import FeatureMaps
     from ovs3d.field.semantic import SemanticConfig, SemanticField
     from ovs3d.scene.load import load_scene
-    from ovs3d.train.checkpoint import load_field
-    from ovs3d.train.segment import SegmentTrainer, prepare_data, preset
+    from ovs3d.runs.load import load_run
+    from ovs3d.train.configs import preset
     from ovs3d.train.schedule import n_to_reso
+    from ovs3d.train.segment import SegmentTrainer
+    from ovs3d.train.segment_data import prepare_data
 
     torch.set_num_threads(spec.get("threads", 2))
     scene = load_scene(spec["scene"], load_annotations=False)
     if spec.get("stage1"):
-        base, base_meta = load_field(spec["stage1"])
-        stage1_step = float(base_meta["step"])
+        base, record = load_run(spec["stage1"], stage="reconstruct")
+        stage1_step = record.step
     else:
         box = torch.tensor([[-2.0, -2, -1], [2, 2, 1]])
         base = slab_field(box, n_to_reso(spec["n_voxels"], box), spec["density"])
@@ -160,7 +164,7 @@ def _train_child(spec: dict, queue) -> None:
         encoder = build_image_text_encoder(ClipConfig(kind="builtin"), torch.device("cpu"))
         text = text_embeddings(encoder, read_classes(Path(spec["scene"]) / "segmentations" / "classes.txt"))
     data = prepare_data(scene, spec["clip"], spec["dino"], text)
-    cfg = preset(spec["preset"], **spec.get("overrides", {}))
+    cfg = preset("segment", spec["preset"], **spec.get("overrides", {}))
     model = SemanticField(base, SemanticConfig(mode=cfg.mode, feature_dim=int(text.shape[1])))
     times, anon = [], []
     with tempfile.TemporaryDirectory() as out:
@@ -186,14 +190,13 @@ def kept_samples(spec: dict) -> float:
     """Mean kept samples per ray of the field the spec trains on (one batch of 1024 pixel rays)."""
     from ovs3d.render.volume import march
     from ovs3d.scene.load import load_scene
-    from ovs3d.train.checkpoint import load_field
-    from ovs3d.train.reconstruct import scene_rays
+    from ovs3d.runs.load import load_run
     from ovs3d.train.schedule import marching_step
 
     scene = load_scene(spec["scene"], load_annotations=False)
     if spec.get("stage1"):
-        base, meta = load_field(spec["stage1"])
-        step = float(meta["step"])
+        base, record = load_run(spec["stage1"], stage="reconstruct")
+        step = record.step
     else:
         box = torch.tensor([[-2.0, -2, -1], [2, 2, 1]])
         base = slab_field(box, (8, 8, 4), spec["density"])
@@ -201,7 +204,7 @@ def kept_samples(spec: dict) -> float:
     g = torch.Generator().manual_seed(0)
     u = torch.rand(1024, generator=g) * scene.width
     v = torch.rand(1024, generator=g) * scene.height
-    o, d = scene_rays(scene.cameras, torch.zeros(1024, dtype=torch.long), u, v, scene.kind)
+    o, d = base.space.rays(scene.cameras, torch.zeros(1024, dtype=torch.long), u, v)
     return march(base, o, d, step).n_kept / 1024
 
 

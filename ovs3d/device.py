@@ -1,7 +1,12 @@
-"""Device selection: ``auto`` picks cuda, then mps, then cpu. Nothing else hard-codes a device."""
+"""Where the work runs, set in one place: ``Runtime`` (device, CPU threads), shared by every verb.
+
+``auto`` picks cuda, then mps, then cpu. Nothing else hard-codes a device; library functions take the
+resolved ``torch.device``.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -18,3 +23,19 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     return torch.device(name)
+
+
+@dataclass
+class Runtime:
+    """Device and CPU threads of a command."""
+
+    device: DeviceName = "auto"
+    """auto (cuda, then mps, then cpu) | cpu | cuda | mps."""
+    threads: int = 0
+    """CPU threads for torch (0: torch's default). On a shared, busy CPU 1 thread can be much faster."""
+
+    def apply(self) -> torch.device:
+        """Set the thread count and return the resolved device."""
+        if self.threads > 0:
+            torch.set_num_threads(self.threads)
+        return resolve_device(self.device)

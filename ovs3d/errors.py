@@ -21,3 +21,25 @@ class InputError(ValueError):
 
 class WeightsUnavailableError(RuntimeError):
     """Model weights are neither cached nor downloadable; the message names the model and the option."""
+
+
+def excerpt(text: object, limit: int = 240) -> str:
+    """``text`` on one line for quoting inside a message: whitespace runs collapsed and, when longer than
+    ``limit`` characters, cut at the last word boundary before it with '...' appended (never mid-word)."""
+    flat = " ".join(str(text).split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[:limit].rstrip()
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space].rstrip(" ,;:")
+    return f"{cut} ..."
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """A user-written string (a class prompt, a file name) as a message shows it: quoted, invisible and
+    control characters escaped, and a long one shortened with its length given."""
+    quoted = repr(str(text))
+    if len(quoted) <= limit:
+        return quoted
+    return f"{quoted[:limit - 5]}...{quoted[0]} ({len(text)} characters)"

@@ -1,4 +1,5 @@
-"""The whole pipeline in one folder: extract -> reconstruct -> segment -> test (``ovs3d run``).
+"""The whole pipeline in one folder: extract -> reconstruct -> segment -> test (``ovs3d run``), and the
+stage-2 orchestration every verb shares (``segment_stage``: extraction, text, teacher, training).
 
 Layout of ``out``: ``features/`` (the extract stage's record), ``reconstruct/`` (stage-1 run),
 ``segment/`` (stage-2 run), ``test/`` (overlays, video, results.txt, metrics.json) and
@@ -22,44 +23,89 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
+
+import torch
 
 from ovs3d.config import to_plain
 from ovs3d.errors import InputError
-from ovs3d.eval.segment_eval import LABEL_RULES, label_rule_key
-from ovs3d.features.extract import ExtractConfig
+from ovs3d.eval.segment_eval import TestConfig, label_rule_key, run_test
+from ovs3d.features.extract import ExtractConfig, extract_clip, extract_dino, extract_features
+from ovs3d.features.hub import check_weights_file
+from ovs3d.features.registry import build_image_text_encoder
 from ovs3d.io.atomic import write_json_atomic
-from ovs3d.train import reconstruct as stage1
-from ovs3d.train import segment as stage2
+from ovs3d.io.lock import folder_lock
+from ovs3d.preflight import RUN_BYTES, classes_match_masks, embed_prompts, feature_cache_bytes, writable_folder
+from ovs3d.render.labels import LABEL_RULES
+from ovs3d.runs.store import read_run
+from ovs3d.scene.annotations import read_classes
+from ovs3d.scene.load import load_scene
+from ovs3d.train.configs import PresetName, ReconstructConfig, SegmentConfig, preset
+from ovs3d.train.reconstruct import reconstruct
+from ovs3d.train.segment import segment
+from ovs3d.train.segment_data import prepare_data
 
-PresetName = Literal["test", "cpu", "default", "paper"]
 STAGE_RECORD = "stage.json"
 
 
 @dataclass
 class PipelineConfig:
-    """Settings of ``ovs3d run``: one preset for every stage, and the encoders."""
+    """Settings of ``ovs3d run``: the preset of every stage, then any stage field (``--reconstruct.*``,
+    ``--segment.*``) over it, the encoders (``--extract.*``) and the test stage (``--test.*``)."""
 
     preset: PresetName = "cpu"
     """Preset of every stage: test (seconds), cpu (minutes on 2 cores), default (our settings, GPU), paper."""
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     """Feature extraction (encoders: --extract.clip.kind, --extract.clip.weights, --extract.dino.*)."""
-    video_frames: int = 120
-    """Frames of the spiral segmentation video (0: none)."""
-    video_downsample: float = 1.0
-    """The segmentation video is rendered at the test resolution divided by this."""
-    labels: Literal["cosine", "relevancy"] = "cosine"
-    """Label rule of the test stage's overlays, video and main metrics: cosine = argmax cos(F, t_c)
-    (the paper's); relevancy = argmax of the per-view min-max relevancy. Both are always scored."""
-    device: str = "auto"
-    """auto | cpu | cuda | mps."""
+    reconstruct: ReconstructConfig = field(default_factory=lambda: preset("reconstruct", "cpu"))
+    """Stage 1 (the preset's values; every field can be set)."""
+    segment: SegmentConfig = field(default_factory=lambda: preset("segment", "cpu"))
+    """Stage 2 (the preset's values; every field can be set)."""
+    test: TestConfig = field(default_factory=TestConfig)
+    """The test stage (video, label rule)."""
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "PipelineConfig":
+        """The pipeline config whose stage configs are preset ``name``'s."""
+        return cls(preset=name, reconstruct=preset("reconstruct", name), segment=preset("segment", name), **overrides)
 
 
-def stage_presets(name: str) -> tuple[stage1.ReconstructConfig, stage2.SegmentConfig]:
-    """The stage-1 and stage-2 configs of a pipeline preset (``default`` = our settings for a GPU)."""
-    reconstruct = stage1.PRESETS.get(name) or stage1.PRESETS.get("paper")
-    segment = stage2.PRESETS.get(name) or stage2.PRESETS.get("paper")
-    return reconstruct, segment
+def scene_classes(scene_root: Path, classes: list[str] | None) -> list[str]:
+    """``classes``, else the scene's ``segmentations/classes.txt``; InputError when there are none."""
+    class_file = scene_root / "segmentations" / "classes.txt"
+    found = list(classes or (read_classes(class_file) if class_file.is_file() else []))
+    if not found:
+        raise InputError(class_file, "no class list",
+                         "write one class prompt per line in segmentations/classes.txt, or pass --classes-file")
+    return found
+
+
+def segment_stage(stage1: str | Path, out: str | Path, config: SegmentConfig, extract: ExtractConfig,
+                  scene_root: str | Path | None = None, classes: list[str] | None = None, resume: bool = False,
+                  device: torch.device | str = "cpu", progress: bool = True) -> dict:
+    """Stage 2 of a scene with its extracted features as the teacher: extract the CLIP (and, when FDA is
+    on, DINO) caches when missing, embed the class prompts, train (``train.segment.segment``). The scene
+    defaults to the one stage 1 was trained on, the classes to its ``segmentations/classes.txt``."""
+    device = torch.device(device)
+    stage1_record, _ = read_run(stage1, "cpu", stage="reconstruct")
+    scene_root = Path(scene_root or stage1_record.scene).resolve()
+    scene = load_scene(scene_root, load_annotations=False)
+    classes = scene_classes(scene_root, classes)
+    use_dino = config.dino_pos_weight > 0 or config.dino_neg_weight > 0
+    encoder = build_image_text_encoder(extract.clip, device)
+    text = embed_prompts(encoder, classes)
+    writable_folder(out, RUN_BYTES)
+    clip_folder = extract_clip(scene_root, extract, encoder=encoder, device=device)
+    dino_folder = extract_dino(scene_root, extract, device=device) if use_dino else None
+    data = prepare_data(scene, clip_folder, dino_folder, text)
+    h, w = data.clip_hw
+    inputs = {"scene": str(scene_root), "classes": classes, "width": w, "height": h,
+              "encoders": {"clip": data.clip.encoder, "dino": data.dino.encoder if data.dino else "unused"},
+              "builtin_encoders": extract.clip.kind == "builtin" or (use_dino and extract.dino.kind == "builtin"),
+              "inputs": {"clip_cache": str(Path(clip_folder).resolve()),
+                         "dino_cache": str(Path(dino_folder).resolve()) if dino_folder else None,
+                         "clip_resolution": [w, h], "clip_config": to_plain(extract.clip)}}
+    return segment(stage1, out, config, data, inputs, resume=resume, device=device, progress=progress)
 
 
 @dataclass
@@ -150,59 +196,61 @@ def test_metric(result: dict) -> str:
 
 
 def run_pipeline(scene: str | Path, out: str | Path, config: PipelineConfig, classes: list[str] | None = None,
-                 log: Callable[[str], None] = print,
-                 stage_configs: tuple[stage1.ReconstructConfig, stage2.SegmentConfig] | None = None
-                 ) -> list[StageResult]:
+                 log: Callable[[str], None] = print, device: torch.device | str = "cpu") -> list[StageResult]:
     """Extract, reconstruct, segment and test ``scene`` into ``out``; returns the summary rows (also in
-    ``out/summary.json``). Input is validated (scene, classes) before any stage starts.
-
-    ``stage_configs`` replaces the preset's stage-1 and stage-2 configs (the demo scales them to its scene)."""
-    from ovs3d.features.extract import extract_features
-    from ovs3d.scene.load import load_scene
-
-    scene, out = Path(scene), Path(out)
-    reconstruct_config, segment_config = stage_configs or stage_presets(config.preset)
-    reconstruct_config = dataclasses.replace(reconstruct_config, device=config.device)
-    extract_config = dataclasses.replace(config.extract, device=config.device)
-    loaded = load_scene(scene, downsample=reconstruct_config.downsample, load_annotations=True)
+    ``out/summary.json``). Input is validated (scene, classes) before any stage starts."""
+    scene, out = Path(scene).resolve(), Path(out)
+    loaded = load_scene(scene, downsample=config.reconstruct.downsample, load_annotations=True)
     classes = list(classes or loaded.classes)
     if not classes:
         raise InputError(scene / "segmentations" / "classes.txt", "no class list",
                          "write one class prompt per line there, or pass --classes-file")
+    classes_match_masks(loaded, classes)
+    embed_prompts(build_image_text_encoder(config.extract.clip, torch.device(device)), classes)
+    if not config.extract.skip_dino:
+        check_weights_file(config.extract.dino.weights, "--extract.dino.weights")
+    writable_folder(out, 4 * RUN_BYTES)
+    features = scene / "features"
+    writable_folder(features, 0 if features.is_dir() else feature_cache_bytes(scene, config.extract),
+                    what="the scene's features/ folder")
+    with folder_lock(out, "ovs3d run", log=log):
+        rows = run_stages(scene, out, config, classes, log, device)
+    write_json_atomic(out / "summary.json", [dataclasses.asdict(r) for r in rows])
+    return rows
+
+
+def run_stages(scene: Path, out: Path, config: PipelineConfig, classes: list[str], log: Callable[[str], None],
+               device: torch.device | str) -> list[StageResult]:
+    """The four stages of ``run_pipeline``, in order, each skipped when complete with the same settings."""
     rows: list[StageResult] = []
 
     def extract(_resume: bool) -> dict:
-        folders = extract_features(scene, extract_config, log=log)
+        folders = extract_features(scene, config.extract, log=log, device=device)
         return {"clip": str(folders["clip"]), "dino": str(folders["dino"]) if folders["dino"] else None}
 
-    rows.append(run_stage("extract", out / "features", to_plain(extract_config), extract,
+    rows.append(run_stage("extract", out / "features", to_plain(config.extract), extract,
                           lambda r: f"cache {Path(r['clip']).name}", log))
     stage1_dir = out / "reconstruct"
     rows.append(run_stage(
-        "reconstruct", stage1_dir, {"scene": str(scene.resolve()), **to_plain(reconstruct_config)},
-        lambda resume: stage1.reconstruct(scene, stage1_dir, reconstruct_config, resume=resume),
+        "reconstruct", stage1_dir, {"scene": str(scene), **to_plain(config.reconstruct)},
+        lambda resume: reconstruct(scene, stage1_dir, config.reconstruct, resume=resume, device=device, log=log),
         reconstruct_metric, log))
     stage2_dir = out / "segment"
     rows.append(run_stage(
-        "segment", stage2_dir, {"classes": classes, "stage1": str(stage1_dir.resolve()), **to_plain(segment_config),
-                                "extract": to_plain(extract_config)},
-        lambda resume: stage2.segment(stage1_dir, stage2_dir, segment_config, extract_config, scene_root=scene,
-                                      classes=classes, resume=resume, device=config.device),
+        "segment", stage2_dir, {"classes": classes, "stage1": str(stage1_dir.resolve()), **to_plain(config.segment),
+                                "extract": to_plain(config.extract)},
+        lambda resume: segment_stage(stage1_dir, stage2_dir, config.segment, config.extract, scene_root=scene,
+                                     classes=classes, resume=resume, device=device),
         segment_metric, log, after=(out / "features", stage1_dir)))
     test_dir = out / "test"
 
     def test(_resume: bool) -> dict:
-        from ovs3d.eval.segment_eval import run_test
-
         if test_dir.exists():
             shutil.rmtree(test_dir / "segmentations_path", ignore_errors=True)
-        return run_test(stage2_dir, test_dir, scene, config.video_frames, device=config.device,
-                        labels=config.labels, video_downsample=config.video_downsample).metrics
+        return run_test(stage2_dir, test_dir, scene, config.test, device=device).metrics
 
-    rows.append(run_stage("test", test_dir, {"segment": str(stage2_dir.resolve()), "video_frames": config.video_frames,
-                                             "video_downsample": config.video_downsample, "labels": config.labels},
+    rows.append(run_stage("test", test_dir, {"segment": str(stage2_dir.resolve()), **to_plain(config.test)},
                           test, test_metric, log, after=(stage2_dir,)))
-    write_json_atomic(out / "summary.json", [dataclasses.asdict(r) for r in rows])
     return rows
 
 

@@ -201,7 +201,8 @@ def test_cli_extract_then_relevancy(tiny_scene, tmp_path):
     one map per (scale, class) plus the sheet; a view out of range is a clear error (exit 2)."""
     from ovs3d.cli.main import entrypoint
 
-    common = ["--clip.kind", "builtin", "--dino.kind", "builtin", "--pyramid.divisors", "2", "3", "4"]
+    common = ["--extract.clip.kind", "builtin", "--extract.dino.kind", "builtin",
+              "--extract.pyramid.divisors", "2", "3", "4"]
     entrypoint(["extract", "--data", str(tiny_scene), *common])
     folders = sorted(p.name.split("-")[0] for p in (tiny_scene / "features").iterdir())
     assert folders == ["clip", "dino"]

@@ -177,9 +177,9 @@ def test_missing_weights_fail_fast_naming_the_option(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hub"))
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.cache/clip either
-    with pytest.raises(WeightsUnavailableError, match="ViT-B-16.*--clip.weights"):
+    with pytest.raises(WeightsUnavailableError, match="ViT-B-16.*--extract.clip.weights"):
         build_image_text_encoder(ClipConfig(), torch.device("cpu"))
-    with pytest.raises(WeightsUnavailableError, match="vit_base_patch8_224.dino.*--dino.weights"):
+    with pytest.raises(WeightsUnavailableError, match="vit_base_patch8_224.dino.*--extract.dino.weights"):
         build_dense_extractor(DinoConfig(), torch.device("cpu"))
     with pytest.raises(InputError, match="does not exist"):
         build_image_text_encoder(ClipConfig(weights=tmp_path / "nope.pt"), torch.device("cpu"))

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from ovs3d.eval.segment_eval import TestConfig as StageTestConfig  # (not collected as a test class)
 from ovs3d.features.encoders import ClipConfig, DinoConfig
 from ovs3d.features.extract import ExtractConfig
-from ovs3d.pipeline import PipelineConfig, run_pipeline, stage_presets, summary_table
+from ovs3d.pipeline import PipelineConfig, run_pipeline, summary_table
+from ovs3d.train.configs import preset
 
 
 class Interrupted(Exception):
@@ -23,20 +25,22 @@ def test_run_resumes_after_an_interruption_and_skips_completed_stages(synthetic_
     scene = tmp_path / "scene"
     shutil.copytree(synthetic_scene, scene)
     out = tmp_path / "run"
-    config = PipelineConfig(preset="test", video_frames=2, device="cpu",
-                            extract=ExtractConfig(clip=ClipConfig(kind="builtin"), dino=DinoConfig(kind="builtin")))
+    config = PipelineConfig.from_preset(
+        "test", test=StageTestConfig(video_frames=2),
+        extract=ExtractConfig(clip=ClipConfig(kind="builtin"), dino=DinoConfig(kind="builtin")))
+    assert config.reconstruct == preset("reconstruct", "test") and config.segment == preset("segment", "test")
 
     def stop_at_segment(line: str) -> None:
         if line.startswith("[segment]"):
             raise Interrupted(line)
 
     with pytest.raises(Interrupted):
-        run_pipeline(scene, out, config, log=stop_at_segment)
+        run_pipeline(scene, out, config, log=stop_at_segment, device="cpu")
     assert (out / "reconstruct" / "stage.json").is_file()
     assert not (out / "test" / "metrics.json").exists()
 
     lines: list[str] = []
-    rows = run_pipeline(scene, out, config, log=lines.append)
+    rows = run_pipeline(scene, out, config, log=lines.append, device="cpu")
     status = {row.stage: row.status for row in rows}
     assert status == {"extract": "skipped", "reconstruct": "skipped", "segment": "ran", "test": "ran"}
     assert any(line.startswith("[reconstruct] complete with the same settings: skipped") for line in lines)
@@ -46,14 +50,14 @@ def test_run_resumes_after_an_interruption_and_skips_completed_stages(synthetic_
     assert "reconstruct" in summary_table(rows)
 
     # A changed setting redoes that stage and moves the old outputs aside (nothing is deleted).
-    changed = PipelineConfig(preset="test", video_frames=0, device="cpu", extract=config.extract)
-    rows = run_pipeline(scene, out, changed, log=lines.append)
+    changed = dataclasses.replace(config, test=StageTestConfig(video_frames=0))
+    rows = run_pipeline(scene, out, changed, log=lines.append, device="cpu")
     assert {row.stage: row.status for row in rows}["test"] == "ran"
     assert (out / "test.old-1" / "metrics.json").is_file()
 
     # A redone stage redoes the stages that read its outputs, though their own settings are unchanged.
-    reconstruct, segment = stage_presets("test")
-    rows = run_pipeline(scene, out, changed, log=lines.append,
-                        stage_configs=(reconstruct, dataclasses.replace(segment, iterations=segment.iterations + 2)))
+    longer = dataclasses.replace(changed, segment=dataclasses.replace(changed.segment,
+                                                                      iterations=changed.segment.iterations + 2))
+    rows = run_pipeline(scene, out, longer, log=lines.append, device="cpu")
     assert {row.stage: row.status for row in rows} == {"extract": "skipped", "reconstruct": "skipped",
                                                          "segment": "ran", "test": "ran"}

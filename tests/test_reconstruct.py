@@ -17,11 +17,15 @@ import torch
 
 from ovs3d.cli.main import entrypoint
 from ovs3d.errors import InputError
-from ovs3d.train.checkpoint import load_checkpoint, load_field
-from ovs3d.train.reconstruct import PRESETS, Reconstruction, reconstruct
+from ovs3d.runs.load import load_run
+from ovs3d.runs.store import read_run
+from ovs3d.scene.rayspace import NDC_BOX as NDC_CORNERS
+from ovs3d.train.configs import RECONSTRUCT_PRESETS
+from ovs3d.train.reconstruct import Reconstruction, reconstruct
 from ovs3d.train.schedule import decay_gamma, marching_step, n_to_reso, samples_per_ray, upsample_voxel_counts
 
-NDC_BOX = torch.tensor([[-2.0, -2.0, -1.0], [2.0, 2.0, 1.0]])
+NDC_BOX = torch.tensor(NDC_CORNERS)
+assert NDC_BOX.tolist() == [[-2.0, -2.0, -1.0], [2.0, 2.0, 1.0]]
 # Measured: 120 iterations of the test preset reach 21.46 dB (SSIM 0.441) on the 4 held-out synthetic views
 # (seed 20211202, 1 thread); the bound leaves 2.5 dB of margin.
 MIN_TEST_PSNR = 19.0
@@ -41,7 +45,9 @@ def test_schedule_matches_the_paper_values() -> None:
 
 
 def test_presets_hold_the_published_values() -> None:
-    paper, small = PRESETS["paper"], PRESETS["authors-small"]
+    from bench.reconstruct import authors_small   # the authors' "small" setting lives with its benchmark
+
+    paper, small = RECONSTRUCT_PRESETS["paper"], authors_small()
     assert (paper.n_iters, paper.batch_size, paper.downsample) == (30000, 4096, 2.0)
     assert paper.upsample_iters == (2000, 3000, 4000, 5500) and paper.alpha_mask_iters == (2500,)
     assert (paper.lr_grid, paper.lr_network, paper.lr_decay_target) == (0.02, 1e-4, 0.1)
@@ -50,44 +56,50 @@ def test_presets_hold_the_published_values() -> None:
     assert paper.holdout_every == 0 and paper.white_background_prob == 0.5 and paper.seed == 20211202
     assert (small.batch_size, small.n_iters, small.n_voxel_init, small.n_voxel_final) == (1024, 600, 64 ** 3, 128 ** 3)
     assert small.upsample_iters == (150, 250, 350, 450) and small.alpha_mask_iters == (200,)
+    # and everything else is the paper's
+    assert small == dataclasses.replace(paper, n_iters=600, batch_size=1024, n_voxel_init=64 ** 3,
+                                        n_voxel_final=128 ** 3, upsample_iters=(150, 250, 350, 450),
+                                        alpha_mask_iters=(200,), checkpoint_every=600)
 
 
 @pytest.fixture(scope="module")
 def test_run(synthetic_scene, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("stage1") / "run"
-    entrypoint(["reconstruct", "--scene", str(synthetic_scene), "--out", str(out), "preset:test",
-                "--preset.threads", "1"])
+    entrypoint(["reconstruct", "--data", str(synthetic_scene), "--out", str(out), "--preset", "test",
+                "--threads", "1"])
     return out
 
 
 def test_test_preset_reaches_its_psnr_and_writes_the_run_folder(test_run: Path) -> None:
     metrics = json.loads((test_run / "metrics.json").read_text())
     assert metrics["split"] == "held-out" and [r["view"] for r in metrics["views"]] == [0, 4, 8, 12]
-    assert metrics["iterations"] == PRESETS["test"].n_iters
+    assert metrics["iterations"] == RECONSTRUCT_PRESETS["test"].n_iters
     print(f"test preset: held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}")
     assert metrics["psnr"] >= MIN_TEST_PSNR
-    for name in ("config.yml", "checkpoint.safetensors", "checkpoint.json", "renders/000_rgb.png",
+    for name in ("config.yml", "checkpoint.safetensors", "checkpoint.json", "train_summary.json", "renders/000_rgb.png",
                  "renders/000_depth.png"):
         assert (test_run / name).is_file(), name
     assert any((test_run / "renders").glob("spiral.*"))
     assert any((test_run / "tb").iterdir())
     meta = json.loads((test_run / "checkpoint.json").read_text())
-    assert meta["iteration"] == PRESETS["test"].n_iters and "occupancy" in meta and "reso" in meta["arch"]
+    assert meta["iteration"] == RECONSTRUCT_PRESETS["test"].n_iters and "reso" in meta["arch"]
+    assert meta["format"] == "ovs3d-run-2" and meta["stage"] == "reconstruct" and meta["space"]["name"] == "ndc"
+    assert meta["occupancy"] is not None and "box" in meta["occupancy"]   # the record always has the key
 
 
 def test_load_field_restores_the_trained_field(test_run: Path) -> None:
-    field, meta = load_field(test_run)
-    assert field.occupancy is not None and list(field.reso) == meta["arch"]["reso"]
+    field, record = load_run(test_run, stage="reconstruct")
+    assert field.occupancy is not None and list(field.reso) == record.arch["reso"]
     xyz = torch.rand(100, 3) * 2 - 1
-    tensors, _ = load_checkpoint(test_run)
-    again, _ = load_field(test_run)
+    _, sections = read_run(test_run, stage="reconstruct")
+    again, _ = load_run(test_run)
     assert torch.equal(field.density(xyz), again.density(xyz))
-    assert torch.equal(tensors["field.density_planes.0"], field.density_planes[0].detach())
+    assert torch.equal(sections["field"]["density_grid.planes.0"], field.density_grid.planes[0].detach())
 
 
 def test_existing_run_without_resume_is_refused(test_run: Path, synthetic_scene) -> None:
     with pytest.raises(InputError, match="--resume"):
-        Reconstruction(synthetic_scene, test_run, PRESETS["test"])
+        Reconstruction(synthetic_scene, test_run, RECONSTRUCT_PRESETS["test"])
 
 
 def test_render_dataset_views(test_run: Path, tmp_path: Path) -> None:
@@ -97,10 +109,10 @@ def test_render_dataset_views(test_run: Path, tmp_path: Path) -> None:
 
 def test_kill_then_resume_finishes_with_a_valid_checkpoint(synthetic_scene, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    args = ["--preset.threads", "1", "--preset.no-render-eval", "--preset.video-frames", "0",
-            "--preset.checkpoint-every", "10"]
-    cmd = [sys.executable, "-m", "ovs3d.cli.main", "reconstruct", "--scene", str(synthetic_scene), "--out", str(out),
-           "preset:test", *args]
+    args = ["--threads", "1", "--reconstruct.no-render-eval", "--reconstruct.video-frames", "0",
+            "--reconstruct.checkpoint-every", "10"]
+    cmd = [sys.executable, "-m", "ovs3d.cli.main", "reconstruct", "--data", str(synthetic_scene), "--out", str(out),
+           "--preset", "test", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
@@ -112,10 +124,15 @@ def test_kill_then_resume_finishes_with_a_valid_checkpoint(synthetic_scene, tmp_
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     killed_at = json.loads((out / "checkpoint.json").read_text())["iteration"]
-    assert killed_at < PRESETS["test"].n_iters
-    config = dataclasses.replace(PRESETS["test"], threads=1, render_eval=False, video_frames=0, checkpoint_every=10)
-    reconstruct(synthetic_scene, out, config, resume=True, progress=False)
-    _, meta = load_checkpoint(out)
-    assert meta["iteration"] == config.n_iters
-    field, _ = load_field(out)
+    assert killed_at < RECONSTRUCT_PRESETS["test"].n_iters
+    config = dataclasses.replace(RECONSTRUCT_PRESETS["test"], render_eval=False, video_frames=0, checkpoint_every=10)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        reconstruct(synthetic_scene, out, config, resume=True, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    record, _ = read_run(out, stage="reconstruct")
+    assert record.iteration == config.n_iters and record.complete
+    field, _ = load_run(out)
     assert torch.isfinite(field.density(torch.zeros(1, 3))).all()

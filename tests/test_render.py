@@ -6,21 +6,28 @@ import math
 
 import torch
 
+from ovs3d.field.base import RadianceField, composite
 from ovs3d.field.occupancy import build_occupancy
-from ovs3d.field.tensorf import TensoRF, TensoRFConfig
+from ovs3d.field.tensorf import TensoRF
 from ovs3d.render.samplers import box_intersect, stratified_samples
-from ovs3d.render.volume import composite, march, render_rays
+from ovs3d.render.volume import march, render_rays
+from ovs3d.scene.rayspace import BoxSpace
 
-BOX = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+SPACE = BoxSpace(box=((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0)))
+BOX = SPACE.box_tensor()
 
 
 class StepField:
-    """sigma = value where z > z0 (world), else 0; colour = constant; the minimal field interface."""
+    """sigma = value where z > z0 (world), else 0; colour = constant; the minimal field interface
+    (``RadianceField``, field/base.py)."""
 
     def __init__(self, z0: float, value: float) -> None:
+        self.space = SPACE
         self.box = BOX.clone()
         self.z0, self.value = z0, value
-        self.config = TensoRFConfig()
+        self.distance_scale = 25.0
+        self.appearance_dim = 27
+        self.reso = (2, 2, 2)
         self.occupancy = None
 
     def normalize(self, xyz: torch.Tensor) -> torch.Tensor:
@@ -30,11 +37,17 @@ class StepField:
         z_world = xyz[:, 2]  # BOX is [-1, 1]^3, so normalised == world
         return torch.where(z_world > self.z0, torch.full_like(z_world, self.value), torch.zeros_like(z_world))
 
-    def appearance_feature(self, xyz: torch.Tensor) -> torch.Tensor:
+    def appearance(self, xyz: torch.Tensor) -> torch.Tensor:
         return xyz.new_zeros(xyz.shape[0], 27)
 
     def shade(self, features: torch.Tensor, viewdirs: torch.Tensor) -> torch.Tensor:
         return torch.full((features.shape[0], 3), 0.25)
+
+    def density_parameters(self) -> list:
+        return []
+
+    def appearance_parameters(self) -> tuple[list, list]:
+        return [], []
 
 
 def axial_rays(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,6 +62,7 @@ def test_step_density_opacity_and_depth() -> None:
     step = 0.01
     z0 = 0.5                                                 # 50 samples of the 200 lie beyond z0
     field = StepField(z0, value=0.4)
+    assert isinstance(field, RadianceField)
     origins, dirs = axial_rays(5)
     out = render_rays(field, origins, dirs, step, background=1.0)
     # opacity of a homogeneous slab of length L = 1 - z0: 1 - exp(-sigma * 25 * L)
@@ -118,15 +132,15 @@ def test_composite_matches_a_loop() -> None:
 def blob_field() -> TensoRF:
     """A TensoRF whose density is 20 inside a small box (x, y in [-0.3, 0.2], z in [0, 0.4]) and 0 elsewhere:
     one XY-plane component (indicator) times its Z-line (indicator * 20); all other density terms zero."""
-    field = TensoRF(BOX, (41, 41, 41), generator=torch.Generator().manual_seed(0))
+    field = TensoRF(SPACE, (41, 41, 41), generator=torch.Generator().manual_seed(0))
     grid = torch.linspace(-1, 1, 41)
     with torch.no_grad():
-        for p in [*field.density_planes, *field.density_lines]:
+        for p in [*field.density_grid.planes, *field.density_grid.lines]:
             p.zero_()
         inside_xy = ((grid[None, :] >= -0.3) & (grid[None, :] <= 0.2) & (grid[:, None] >= -0.3)
                      & (grid[:, None] <= 0.2)).float()
-        field.density_planes[0][0, 0] = inside_xy
-        field.density_lines[0][0, 0, :, 0] = ((grid >= 0.0) & (grid <= 0.4)).float() * 20
+        field.density_grid.planes[0][0, 0] = inside_xy
+        field.density_grid.lines[0][0, 0, :, 0] = ((grid >= 0.0) & (grid <= 0.4)).float() * 20
     return field
 
 

@@ -9,12 +9,13 @@ import torch
 
 from ovs3d.field.semantic import SemanticConfig, SemanticField
 from ovs3d.field.tensorf import TensoRF
-from ovs3d.render.volume import composite
+from ovs3d.field.base import composite
+from ovs3d.scene.rayspace import BoxSpace
 
 
 def make_field(mode: str, seed: int = 0) -> SemanticField:
     g = torch.Generator().manual_seed(seed)
-    base = TensoRF(torch.tensor([[-1.0, -1, -1], [1, 1, 1]]), (9, 8, 7), generator=g)
+    base = TensoRF(BoxSpace(box=((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))), (9, 8, 7), generator=g)
     return SemanticField(base, SemanticConfig(mode=mode), generator=g)
 
 
@@ -31,7 +32,7 @@ def test_rendered_feature_equals_composite_of_per_point_head(mode):
     field = make_field(mode)
     xyz, w, idx, n = packed_samples()
     out = field.render(xyz, w, idx, n)
-    per_point = field.feature_of_points(field.base.appearance_feature(xyz))
+    per_point = field.feature_of_points(field.field.appearance(xyz))
     torch.testing.assert_close(out["features"], composite(per_point, w, idx, n), rtol=1e-5, atol=1e-5)
     acc = torch.zeros(n).index_add(0, idx, w)
     torch.testing.assert_close(out["acc"], acc)
@@ -67,15 +68,15 @@ def test_selection_bounds_faithful_vs_improved():
 
 def test_freezing_and_gradients():
     field = make_field("faithful")
-    assert not any(p.requires_grad for p in field.base.density_planes.parameters())
-    assert not any(p.requires_grad for p in field.base.appearance_planes.parameters())
+    assert not any(p.requires_grad for p in field.field.density_grid.planes.parameters())
+    assert not any(p.requires_grad for p in field.field.appearance_grid.planes.parameters())
     xyz, w, idx, n = packed_samples()
     out = field.render(xyz, w, idx, n)
     (out["features"].sum() + out["selection"][:, 0].sum()).backward()
-    assert field.head[0].weight.grad is not None and field.select_planes[0].grad is not None
+    assert field.head[0].weight.grad is not None and field.selection_grid.planes[0].grad is not None
     field.set_appearance_trainable(True)
-    assert all(p.requires_grad for p in field.base.appearance_planes.parameters())
-    assert not any(p.requires_grad for p in field.base.density_lines.parameters())
+    assert all(p.requires_grad for p in field.field.appearance_grid.planes.parameters())
+    assert not any(p.requires_grad for p in field.field.density_grid.lines.parameters())
     names = [g["name"] for g in field.parameter_groups(0.02, 1e-4, joint=True)]
     assert names == ["head", "select_grids", "select_basis", "app_grids", "app_network"]
 

@@ -7,9 +7,11 @@ import torch
 import torch.nn.functional as nnf
 
 from ovs3d.field.occupancy import OccupancyGrid, build_occupancy
-from ovs3d.field.tensorf import TensoRF, plane_tv, sample_line, sample_plane
+from ovs3d.field.tensorf import TensoRF
+from ovs3d.field.vm import plane_tv, sample_line, sample_plane
+from ovs3d.scene.rayspace import NDCSpace
 
-BOX = torch.tensor([[-2.0, -2.0, -1.0], [2.0, 2.0, 1.0]])
+SPACE = NDCSpace()   # box (-2, -2, -1)..(2, 2, 1)
 
 
 @pytest.mark.parametrize("n_samples", [10, 300])  # 40 taps < 63 cells: channel-major gather; 1200: row gather
@@ -34,18 +36,18 @@ def test_plane_and_line_lookups_match_grid_sample_values_and_gradients(n_samples
 
 
 def test_shapes_components_and_seeded_init() -> None:
-    a = TensoRF(BOX, (20, 18, 10), generator=torch.Generator().manual_seed(7))
-    b = TensoRF(BOX, (20, 18, 10), generator=torch.Generator().manual_seed(7))
-    assert [tuple(p.shape) for p in a.density_planes] == [(1, 16, 18, 20), (1, 4, 10, 20), (1, 4, 10, 18)]
-    assert [tuple(p.shape) for p in a.appearance_lines] == [(1, 48, 10, 1), (1, 12, 18, 1), (1, 12, 20, 1)]
+    a = TensoRF(SPACE, (20, 18, 10), generator=torch.Generator().manual_seed(7))
+    b = TensoRF(SPACE, (20, 18, 10), generator=torch.Generator().manual_seed(7))
+    assert [tuple(p.shape) for p in a.density_grid.planes] == [(1, 16, 18, 20), (1, 4, 10, 20), (1, 4, 10, 18)]
+    assert [tuple(p.shape) for p in a.appearance_grid.lines] == [(1, 48, 10, 1), (1, 12, 18, 1), (1, 12, 20, 1)]
     assert a.basis.in_features == 72 and a.basis.out_features == 27 and a.basis.bias is None
     assert torch.count_nonzero(a.mlp[-1].bias) == 0
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
-    std = torch.cat([p.detach().flatten() for p in a.density_planes]).std()
+    std = torch.cat([p.detach().flatten() for p in a.density_grid.planes]).std()
     assert abs(float(std) - 0.1) < 0.01
     xyz = torch.rand(64, 3) * 2 - 1
     assert a.density(xyz).shape == (64,) and bool((a.density(xyz) >= 0).all())
-    feat = a.appearance_feature(xyz)
+    feat = a.appearance(xyz)
     rgb = a.shade(feat, torch.nn.functional.normalize(torch.randn(64, 3), dim=-1))
     assert feat.shape == (64, 27) and rgb.shape == (64, 3) and bool(((rgb > 0) & (rgb < 1)).all())
     groups = a.parameter_groups(0.02, 1e-4)
@@ -54,28 +56,28 @@ def test_shapes_components_and_seeded_init() -> None:
 
 
 def test_upsampling_preserves_a_multilinear_field() -> None:
-    field = TensoRF(BOX, (9, 9, 5))
+    field = TensoRF(SPACE, (9, 9, 5))
     with torch.no_grad():   # density feature = (x + 2) * (z + 3) in normalised coordinates: bilinear x linear
-        for p in [*field.density_planes, *field.density_lines]:
+        for p in [*field.density_grid.planes, *field.density_grid.lines]:
             p.zero_()
-        field.density_planes[0][0, 0] = (torch.linspace(-1, 1, 9) + 2)[None, :].expand(9, 9)
-        field.density_lines[0][0, 0, :, 0] = torch.linspace(-1, 1, 5) + 3
+        field.density_grid.planes[0][0, 0] = (torch.linspace(-1, 1, 9) + 2)[None, :].expand(9, 9)
+        field.density_grid.lines[0][0, 0, :, 0] = torch.linspace(-1, 1, 5) + 3
     xyz = torch.rand(500, 3) * 2 - 1
     before = field.density(xyz)
     field.upsample((17, 13, 11))
-    assert field.reso == (17, 13, 11) and tuple(field.density_planes[0].shape) == (1, 16, 13, 17)
+    assert field.reso == (17, 13, 11) and tuple(field.density_grid.planes[0].shape) == (1, 16, 13, 17)
     assert torch.allclose(field.density(xyz), before, atol=1e-5)
     assert torch.allclose(before, (xyz[:, 0] + 2) * (xyz[:, 2] + 3), atol=1e-5)
 
 
 def test_shrink_keeps_values_inside_the_new_box() -> None:
-    field = TensoRF(BOX, (21, 21, 11), generator=torch.Generator().manual_seed(1))
+    field = TensoRF(SPACE, (21, 21, 11), generator=torch.Generator().manual_seed(1))
     points = torch.rand(400, 3) * torch.tensor([1.5, 1.2, 0.6]) + torch.tensor([-1.0, -0.5, -0.2])
-    sigma, feat = field.density(field.normalize(points)), field.appearance_feature(field.normalize(points))
+    sigma, feat = field.density(field.normalize(points)), field.appearance(field.normalize(points))
     field.shrink(torch.tensor([[-1.0, -0.5, -0.2], [0.5, 0.7, 0.4]]))
     assert field.box[0, 0] <= -1.0 and field.box[1, 0] >= 0.5 and field.reso[0] < 21
     assert torch.allclose(field.density(field.normalize(points)), sigma, atol=1e-5)
-    assert torch.allclose(field.appearance_feature(field.normalize(points)), feat, atol=1e-5)
+    assert torch.allclose(field.appearance(field.normalize(points)), feat, atol=1e-5)
 
 
 def test_tv_of_constant_and_ramp() -> None:
@@ -94,12 +96,12 @@ def test_occupancy_grid_lookup_and_bounding_box() -> None:
 
 
 def test_build_occupancy_pools_and_thresholds() -> None:
-    field = TensoRF(BOX, (11, 11, 11))
+    field = TensoRF(SPACE, (11, 11, 11))
     with torch.no_grad():
-        for p in [*field.density_planes, *field.density_lines]:
+        for p in [*field.density_grid.planes, *field.density_grid.lines]:
             p.zero_()
-        field.density_planes[0][0, 0, 5, 5] = 1.0       # a single node (x=5, y=5) ...
-        field.density_lines[0][0, 0, 5, 0] = 1.0        # ... at z=5
+        field.density_grid.planes[0][0, 0, 5, 5] = 1.0       # a single node (x=5, y=5) ...
+        field.density_grid.lines[0][0, 0, 5, 0] = 1.0        # ... at z=5
     grid = build_occupancy(field, step=0.01)
     assert int(grid.mask.sum()) == 27                     # 3x3x3 max-pool of one node
     assert torch.allclose(grid.occupied_box(), torch.tensor([[-0.4, -0.4, -0.2], [0.4, 0.4, 0.2]]), atol=1e-5)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
 
-import tyro
-
+from ovs3d.cli.common import RuntimeFlags
+from ovs3d.device import Runtime
 from ovs3d.features.extract import ExtractConfig, extract_features
 
 
@@ -19,8 +18,10 @@ class Config:
 
     data: Path
     """Scene folder (with images/)."""
-    extract: Annotated[ExtractConfig, tyro.conf.arg(name="")] = field(default_factory=ExtractConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    """Encoders and the CLIP hierarchy (--extract.clip.kind, --extract.clip.weights, --extract.dino.*)."""
+    runtime: RuntimeFlags = field(default_factory=Runtime)
 
 
 def main(config: Config) -> None:
-    extract_features(config.data, config.extract)
+    extract_features(config.data, config.extract, device=config.runtime.apply())

@@ -8,6 +8,10 @@ from typing import Annotated
 
 import tyro
 
+from ovs3d.cli.common import RuntimeFlags
+from ovs3d.device import Runtime
+from ovs3d.eval.query import run_query
+
 
 @dataclass
 class Config:
@@ -22,19 +26,13 @@ class Config:
     """Image index to render; repeat for several (default: the first training view)."""
     out: Path | None = None
     """Output folder (default: <run>/query)."""
-    scene: Path | None = None
+    data: Path | None = None
     """Scene folder (default: the run's)."""
-    device: str = "auto"
-    """auto | cpu | cuda | mps."""
+    runtime: RuntimeFlags = field(default_factory=Runtime)
 
 
 def main(config: Config) -> None:
-    from ovs3d.errors import InputError
-    from ovs3d.eval.query import run_query
-
-    if not config.text:
-        raise InputError(None, "no query text", 'pass --text "a red ball" (repeat --text for more)')
-    result = run_query(config.run, config.text, config.view, config.out, config.scene, config.device)
+    result = run_query(config.run, config.text, config.view, config.out, config.data, config.runtime.apply())
     for t in result["timings"]:
         print(f"view {t['view']}: {t['ms_per_query']:.3f} ms per query on the cached view "
               f"(render/load {t['feature_render_or_load_s']:.2f} s)")

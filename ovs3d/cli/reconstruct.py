@@ -7,35 +7,38 @@ from pathlib import Path
 
 import tyro
 
-from ovs3d.train.reconstruct import PRESETS, ReconstructConfig
-
-Preset = tyro.extras.subcommand_type_from_defaults(
-    PRESETS, {"paper": "the published schedule (30k iterations, 128^3 -> 640^3 voxels; for a GPU)",
-              "cpu": "scaled for a 2-core CPU: a 504x378 scene in minutes",
-              "test": "tiny, seconds (the test suite)",
-              "authors-small": "the authors' small setting (batch 1024, 64^3 -> 128^3, 600 iterations)"})
+from ovs3d.cli.common import RuntimeFlags
+from ovs3d.device import Runtime
+from ovs3d.train.configs import PresetName, ReconstructConfig, preset
+from ovs3d.train.reconstruct import reconstruct
 
 
 @dataclass
 class Config:
-    """Reconstruct a scene (stage 1): train a TensoRF radiance field, evaluate PSNR/SSIM and render a spiral video.
-    Choose a preset (e.g. `preset:cpu`); every preset value can be overridden (`preset:cpu --preset.n-iters 2000`)."""
+    """Reconstruct a scene (stage 1): train a TensoRF radiance field, evaluate PSNR/SSIM and render a spiral
+    video. `--preset` sets every stage-1 value; any `--reconstruct.*` flag overrides one
+    (`--preset cpu --reconstruct.n-iters 2000`)."""
 
-    scene: Path
-    """Scene folder (images/ + poses_bounds.npy)."""
+    data: Path
+    """Scene folder (images/ + poses_bounds.npy, transforms.json or sparse/0)."""
     out: Path
     """Run folder (config.yml, checkpoint, metrics.json, renders/, tb/)."""
+    preset: PresetName = "cpu"
+    """paper (the published schedule, GPU), default (our settings, GPU), cpu (2 cores, minutes), test (seconds)."""
     resume: bool = False
     """Continue from the checkpoint in --out (after an interruption)."""
-    preset: Preset = field(default_factory=lambda: PRESETS["cpu"])  # type: ignore[valid-type]
-    """Schedule and model settings."""
+    reconstruct: ReconstructConfig = field(default_factory=lambda: preset("reconstruct", "cpu"))
+    """Stage-1 settings (the preset's values)."""
+    runtime: RuntimeFlags = field(default_factory=Runtime)
+
+
+def defaults(name: str, **_options: str) -> Config:
+    return Config(data=tyro.MISSING, out=tyro.MISSING, preset=name, reconstruct=preset("reconstruct", name))
 
 
 def main(config: Config) -> None:
-    from ovs3d.train.reconstruct import reconstruct
-
-    settings: ReconstructConfig = config.preset
-    metrics = reconstruct(config.scene, config.out, settings, resume=config.resume)
+    metrics = reconstruct(config.data, config.out, config.reconstruct, resume=config.resume,
+                          device=config.runtime.apply())
     line = f"ovs3d reconstruct: {metrics['iterations']} iterations in {metrics['train_seconds']:.0f} s"
     if "psnr" in metrics:
         line += f"; {metrics['split']} PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}"

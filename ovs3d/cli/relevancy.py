@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
 
-import tyro
-
+from ovs3d.cli.common import RuntimeFlags
+from ovs3d.device import Runtime
 from ovs3d.features.extract import ExtractConfig
 from ovs3d.features.prompt_check import write_relevancy_view
 from ovs3d.scene.annotations import read_classes
@@ -26,10 +25,12 @@ class Config:
     """Class prompts, one per line (default: <scene>/segmentations/classes.txt)."""
     out: Path | None = None
     """Output folder (default: outputs/<scene name>/relevancy/view_<K>)."""
-    extract: Annotated[ExtractConfig, tyro.conf.arg(name="")] = field(default_factory=ExtractConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    """Encoders and the CLIP hierarchy (--extract.clip.kind, --extract.clip.weights, ...)."""
+    runtime: RuntimeFlags = field(default_factory=Runtime)
 
 
 def main(config: Config) -> None:
     classes = read_classes(config.classes_file or config.data / "segmentations" / "classes.txt")
     out = config.out or Path("outputs") / config.data.resolve().name / "relevancy" / f"view_{config.view}"
-    write_relevancy_view(config.data, config.extract, config.view, classes, out)
+    write_relevancy_view(config.data, config.extract, config.view, classes, out, device=config.runtime.apply())

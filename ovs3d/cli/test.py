@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+
+from ovs3d.cli.common import RuntimeFlags
+from ovs3d.device import Runtime
+from ovs3d.eval.segment_eval import TestConfig
+from ovs3d.eval.segment_eval import run_test
 
 
 @dataclass
@@ -17,24 +21,14 @@ class Config:
     """Stage-2 run folder (from `ovs3d segment`)."""
     out: Path | None = None
     """Output folder (default: <run>/test)."""
-    scene: Path | None = None
+    data: Path | None = None
     """Scene folder (default: the run's)."""
-    video_frames: int = 120
-    """Frames of the spiral segmentation video (0: no video)."""
-    video_downsample: float = 1.0
-    """The video is rendered at the test resolution divided by this."""
-    labels: Literal["cosine", "relevancy"] = "cosine"
-    """Label rule of the overlays, the video and the main metrics: cosine = argmax cos(F, t_c) (the
-    paper's); relevancy = argmax of cos(F, t_c) min-max normalised per class over the view. Both are
-    scored either way."""
-    device: str = "auto"
-    """auto | cpu | cuda | mps."""
+    test: TestConfig = field(default_factory=TestConfig)
+    """Video and label rule."""
+    runtime: RuntimeFlags = field(default_factory=Runtime)
 
 
 def main(config: Config) -> None:
-    from ovs3d.eval.segment_eval import run_test
-
-    result = run_test(config.run, config.out, config.scene, config.video_frames, device=config.device,
-                      labels=config.labels, video_downsample=config.video_downsample)
+    result = run_test(config.run, config.out, config.data, config.test, device=config.runtime.apply())
     print((result.out / "results.txt").read_text(), end="")
     print(f"wrote {result.out}")

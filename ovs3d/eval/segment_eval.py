@@ -1,8 +1,8 @@
 """``ovs3d test``: render a stage-2 run's segmentation and score it (method spec section 7).
 
-Per pixel at the test resolution: render F (midpoint samples, no jitter, stage 1's marching step),
-normalise it and take r_c = cos(F, t_hat_c) for every class. Two label rules (no threshold, no
-"unknown" class):
+Per pixel at the test resolution: render F with the camera renderer (midpoint samples, no jitter,
+stage 1's marching step), normalise it and take r_c = cos(F, t_hat_c) for every class. Two label
+rules (``render/labels.py``; no threshold, no "unknown" class):
 
 * ``cosine`` (the paper's, default): argmax_c r_c;
 * ``relevancy``: argmax_c of r_c min-max normalised per class over the view's pixels, the same
@@ -31,68 +31,50 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as nnf
 
+from ovs3d.errors import InputError
 from ovs3d.eval.report import write_report
 from ovs3d.eval.segmentation import ProtocolResult, evaluate_3dovs, evaluate_per_query
-from ovs3d.errors import InputError
+from ovs3d.features.cache import FeatureMaps
 from ovs3d.features.relevancy import apply_ranges, cosine_maps, minmax_ranges
-from ovs3d.field.semantic import SemanticField
 from ovs3d.io.colormaps import legend, overlay
-from ovs3d.io.images import write_png
-from ovs3d.render.volume import march
-from ovs3d.scene.cameras import Cameras
-from ovs3d.train.reconstruct import scene_rays
+from ovs3d.io.images import image_size, list_images, write_png
+from ovs3d.io.lock import folder_lock
+from ovs3d.io.video import write_video
+from ovs3d.render.camera import render_camera
+from ovs3d.render.labels import LABEL_RULES, label_pixels
+from ovs3d.runs.load import load_run
+from ovs3d.runs.record import RunRecord
+from ovs3d.scene.load import load_scene
+from ovs3d.scene.paths import spiral_path
+
+LabelRule = Literal["cosine", "relevancy"]
 
 
-@torch.no_grad()
-def render_semantic_image(model: SemanticField, cameras: Cameras, view: int, kind: str, step: float,
-                          chunk: int = 8192, with_rgb: bool = False) -> dict[str, torch.Tensor]:
-    """Render every pixel of ``cameras[view]``: unit features [H, W, 512] (and rgb [H, W, 3] in [0, 1])."""
-    u, v = cameras.pixel_grid()
-    u, v = u.reshape(-1), v.reshape(-1)
-    index = torch.full_like(u, view, dtype=torch.long)
-    feats, rgbs = [], []
-    for s in range(0, u.numel(), chunk):
-        o, d = scene_rays(cameras, index[s:s + chunk], u[s:s + chunk], v[s:s + chunk], kind)
-        samples = march(model.base, o, d, step)
-        viewdirs = nnf.normalize(d, dim=-1)[samples.ray_index] if with_rgb else None
-        out = model.render(samples.xyz, samples.weights, samples.ray_index, samples.n_rays, viewdirs=viewdirs,
-                           with_selection=False)
-        feats.append(nnf.normalize(out["features"], dim=-1))
-        if with_rgb:
-            rgbs.append(out["rgb"].clamp(0, 1))
-    h, w = cameras.height, cameras.width
-    result = {"features": torch.cat(feats).view(h, w, -1)}
-    if with_rgb:
-        result["rgb"] = torch.cat(rgbs).view(h, w, 3)
-    return result
+@dataclass
+class TestConfig:
+    """Settings of the test stage (``ovs3d test``, and the test stage of ``ovs3d run``)."""
 
-
-def class_cosines(features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """cos(F, t_hat_c) of unit features [H, W, D] and unit text [C, D] -> [C, H, W]."""
-    return torch.einsum("hwd,cd->chw", features, text.to(features))
-
-
-LABEL_RULES = ("cosine", "relevancy")
+    video_frames: int = 120
+    """Frames of the spiral segmentation video (0: no video)."""
+    video_downsample: float = 1.0
+    """The video is rendered at the test resolution divided by this."""
+    labels: LabelRule = "cosine"
+    """Label rule of the overlays, the video and the main metrics: cosine = argmax cos(F, t_c) (the
+    paper's); relevancy = argmax of cos(F, t_c) min-max normalised per class over the view. Both are
+    scored either way."""
+    chunk: int = 8192
+    """Rays per rendering chunk."""
 
 
 def label_rule_key(rule: str) -> str:
     """metrics.json ``reference`` key of our 3D result under the label rule that was not chosen."""
     return f"ours_3d_{rule}_labels"
-
-
-def label_pixels(cosines: torch.Tensor, rule: str) -> np.ndarray:
-    """Labels [H, W] from cosines [C, H, W]: argmax_c of r_c (``cosine``) or of (r_c - min r_c) /
-    (max r_c - min r_c) over the view's pixels (``relevancy``)."""
-    if rule == "relevancy":
-        cosines = apply_ranges(cosines[None], minmax_ranges(cosines[None]))[0]
-    elif rule != "cosine":
-        raise ValueError(f"unknown label rule {rule!r}; choose from {LABEL_RULES}")
-    return cosines.argmax(0).numpy()
 
 
 def teacher_labels(clip_maps, image: int, text: torch.Tensor, size: tuple[int, int]) -> dict[str, np.ndarray]:
@@ -106,14 +88,11 @@ def teacher_labels(clip_maps, image: int, text: torch.Tensor, size: tuple[int, i
             for rule, score in scores.items()}
 
 
-def scene_at_feature_resolution(meta: dict, scene_root: str | Path | None = None, annotations: bool = True):
+def scene_at_feature_resolution(record: RunRecord, scene_root: str | Path | None = None, annotations: bool = True):
     """The run's scene (or ``scene_root``) loaded at the CLIP feature resolution the run was trained at."""
-    from ovs3d.io.images import image_size, list_images
-    from ovs3d.scene.load import load_scene
-
-    root = Path(scene_root or meta["scene"])
+    root = Path(scene_root or record.scene)
     stored_w, _ = image_size(list_images(root / "images")[0])
-    return load_scene(root, downsample=stored_w / meta["clip_resolution"][0], load_annotations=annotations)
+    return load_scene(root, downsample=stored_w / record.width, load_annotations=annotations)
 
 
 @dataclass
@@ -127,77 +106,71 @@ class TestOutputs:
 
 
 def run_test(run_dir: str | Path, out: str | Path | None = None, scene_root: str | Path | None = None,
-             video_frames: int = 120, chunk: int = 8192, device: str = "auto", labels: str = "cosine",
-             video_downsample: float = 1.0) -> TestOutputs:
-    """Render and score a stage-2 run (see the module docstring); ``labels`` is the label rule of the
-    overlays, the video and the ``3dovs`` entry; the video is rendered at the test resolution divided by
-    ``video_downsample``. Returns the outputs' summary."""
-    from ovs3d.device import resolve_device
-    from ovs3d.features.cache import FeatureMaps
-    from ovs3d.io.video import write_video
-    from ovs3d.scene.paths import spiral_path
-    from ovs3d.train.segment import load_segmentation
-
+             config: TestConfig | None = None, device: torch.device | str = "cpu") -> TestOutputs:
+    """Render and score a stage-2 run (see the module docstring); ``config.labels`` is the label rule of
+    the overlays, the video and the ``3dovs`` entry. Returns the outputs' summary."""
+    config = config or TestConfig()
+    labels = config.labels
     if labels not in LABEL_RULES:
-        raise InputError(None, f"unknown label rule {labels!r}", f"choose --labels from {list(LABEL_RULES)}")
-    dev = resolve_device(device)
+        raise InputError(None, f"unknown label rule {labels!r}", f"choose --test.labels from {list(LABEL_RULES)}")
     run_dir = Path(run_dir)
-    model, text, meta = load_segmentation(run_dir, dev)
+    model, record = load_run(run_dir, device, stage="segment")
+    text = model.class_text
     out = Path(out) if out is not None else run_dir / "test"
-    scene = scene_at_feature_resolution(meta, scene_root)
-    root = scene.root
-    classes = meta["classes"]
-    step = float(meta["stage1_step"])
-    ann = scene.annotations
-    if ann is not None and ann.classes != classes:
-        raise InputError(root / "segmentations" / "classes.txt", f"the annotated classes {ann.classes} differ from "
-                         f"the classes the run was trained with {classes}",
-                         "train with the scene's class list, or pass a scene whose masks match the run's classes")
-    other = next(rule for rule in LABEL_RULES if rule != labels)
-    views = ann.views if ann is not None else list(range(scene.n_images))
-    cameras = scene.cameras.to(dev)
-    label_maps, other_maps, cosines, overlays = [], [], [], []
-    for view in views:
-        rendered = render_semantic_image(model, cameras, view, scene.kind, step, chunk)
-        cos = class_cosines(rendered["features"], text).cpu()
-        label = label_pixels(cos, labels)
-        label_maps.append(label)
-        other_maps.append(label_pixels(cos, other))
-        cosines.append(cos.numpy())
-        path = out / "segmentations_test" / f"{view:03d}.png"
-        write_png(path, overlay(label, scene.images[view], len(classes)))
-        overlays.append(path)
-    write_png(out / "classes_color.png", legend(classes))
-    protocols: list[ProtocolResult] = []
-    reference: dict[str, ProtocolResult] = {}
-    if ann is not None:
-        protocols = [evaluate_3dovs(np.stack(label_maps), ann.labels, views, classes),
-                     evaluate_per_query(np.stack(cosines), ann.labels, views, classes)]
-        reference[label_rule_key(other)] = evaluate_3dovs(np.stack(other_maps), ann.labels, views, classes)
-        clip_cache = meta.get("clip_cache")
-        if clip_cache and Path(clip_cache).is_dir():
-            maps = FeatureMaps(clip_cache)
-            teacher = [teacher_labels(maps, v, text, (scene.height, scene.width)) for v in views]
-            for rule, name in (("cosine", "teacher_2d"), ("relevancy", "teacher_2d_relevancy")):
-                reference[name] = evaluate_3dovs(np.stack([t[rule] for t in teacher]), ann.labels, views, classes)
-    video = None
-    if video_frames > 0:
-        path_cams = spiral_path(scene.cameras, scene.bounds, n_frames=video_frames).downsampled(video_downsample).to(dev)
-        frames = []
-        for i in range(len(path_cams)):
-            rendered = render_semantic_image(model, path_cams, i, scene.kind, step, chunk, with_rgb=True)
-            label = label_pixels(class_cosines(rendered["features"], text).cpu(), labels)
-            frame = overlay(label, rendered["rgb"].cpu().numpy(), len(classes))
-            write_png(out / "segmentations_path" / f"{i:03d}.png", frame)
-            frames.append(frame)
-        write_png(out / "segmentations_path" / "classes_color.png", legend(classes))
-        video = write_video(out / "segmentations_path" / "video.mp4", frames, fps=30)
-    extra = {"run": str(run_dir), "scene": str(root), "resolution": [scene.width, scene.height],
-             "views": views, "semantic_mode": meta["semantic"]["mode"], "iteration": meta["iteration"],
-             "label_rule": labels}
-    rule = {"cosine": "argmax of cos(F, t_c), the paper's rule",
-            "relevancy": "argmax of cos(F, t_c) min-max normalised per class over the view"}[labels]
-    metrics = write_report(out, classes, meta["encoders"], bool(meta.get("builtin_encoders")), protocols, extra,
-                           reference, notes=[f"labels: {labels} ({rule}); [{label_rule_key(other)}] below scores the "
-                                             f"other rule"])
-    return TestOutputs(out, metrics, overlays, video)
+    with folder_lock(out, "ovs3d test"):
+        scene = scene_at_feature_resolution(record, scene_root)
+        root = scene.root
+        classes = record.classes
+        ann = scene.annotations
+        if ann is not None and ann.classes != classes:
+            raise InputError(root / "segmentations" / "classes.txt", f"the annotated classes {ann.classes} differ from "
+                             f"the classes the run was trained with {classes}",
+                             "train with the scene's class list, or pass a scene whose masks match the run's classes")
+        other = next(rule for rule in LABEL_RULES if rule != labels)
+        views = ann.views if ann is not None else list(range(scene.n_images))
+        cameras = scene.cameras.to(device)
+        label_maps, other_maps, cosines, overlays = [], [], [], []
+        for view in views:
+            rendered = render_camera(model, cameras, view, record.step, ("cosines",), config.chunk, text)
+            cos = rendered["cosines"].cpu()
+            label = label_pixels(cos, labels).numpy()
+            label_maps.append(label)
+            other_maps.append(label_pixels(cos, other).numpy())
+            cosines.append(cos.numpy())
+            path = out / "segmentations_test" / f"{view:03d}.png"
+            write_png(path, overlay(label, scene.images[view], len(classes)))
+            overlays.append(path)
+        write_png(out / "classes_color.png", legend(classes))
+        protocols: list[ProtocolResult] = []
+        reference: dict[str, ProtocolResult] = {}
+        if ann is not None:
+            protocols = [evaluate_3dovs(np.stack(label_maps), ann.labels, views, classes),
+                         evaluate_per_query(np.stack(cosines), ann.labels, views, classes)]
+            reference[label_rule_key(other)] = evaluate_3dovs(np.stack(other_maps), ann.labels, views, classes)
+            clip_cache = record.inputs.get("clip_cache")
+            if clip_cache and Path(clip_cache).is_dir():
+                maps = FeatureMaps(clip_cache)
+                teacher = [teacher_labels(maps, v, text, (scene.height, scene.width)) for v in views]
+                for rule, name in (("cosine", "teacher_2d"), ("relevancy", "teacher_2d_relevancy")):
+                    reference[name] = evaluate_3dovs(np.stack([t[rule] for t in teacher]), ann.labels, views, classes)
+        video = None
+        if config.video_frames > 0:
+            path_cams = spiral_path(scene.cameras, scene.bounds, n_frames=config.video_frames)
+            path_cams = path_cams.downsampled(config.video_downsample).to(device)
+            frames = []
+            for i in range(len(path_cams)):
+                rendered = render_camera(model, path_cams, i, record.step, ("rgb", "labels"), config.chunk, text, labels)
+                frame = overlay(rendered["labels"].cpu().numpy(), rendered["rgb"].cpu().numpy(), len(classes))
+                write_png(out / "segmentations_path" / f"{i:03d}.png", frame)
+                frames.append(frame)
+            write_png(out / "segmentations_path" / "classes_color.png", legend(classes))
+            video = write_video(out / "segmentations_path" / "video.mp4", frames, fps=30)
+        extra = {"run": str(run_dir.resolve()), "scene": str(Path(root).resolve()), "resolution": [scene.width, scene.height],
+                 "views": views, "semantic_mode": record.semantic["mode"], "iteration": record.iteration,
+                 "label_rule": labels}
+        rule = {"cosine": "argmax of cos(F, t_c), the paper's rule",
+                "relevancy": "argmax of cos(F, t_c) min-max normalised per class over the view"}[labels]
+        metrics = write_report(out, classes, record.encoders, record.builtin_encoders, protocols, extra,
+                               reference, notes=[f"labels: {labels} ({rule}); [{label_rule_key(other)}] below scores the "
+                                                 f"other rule"])
+        return TestOutputs(out, metrics, overlays, video)

@@ -26,6 +26,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from ovs3d.errors import InputError
+
 COLORS: dict[str, tuple[float, float, float]] = {
     "red": (0.80, 0.10, 0.10), "orange": (0.95, 0.50, 0.10), "yellow": (0.92, 0.82, 0.15),
     "green": (0.15, 0.60, 0.20), "cyan": (0.10, 0.75, 0.80), "blue": (0.15, 0.30, 0.85),
@@ -179,8 +181,6 @@ class ColorTextureExtractor:
         self.assign = SoftColorAssignment(self.device)
 
     def extract(self, images: torch.Tensor) -> torch.Tensor:
-        from ovs3d.errors import InputError
-
         b, _, h, w = images.shape
         if h % self.stride or w % self.stride:
             raise InputError(None, f"image size {w}x{h} is not a multiple of {self.stride}",

@@ -17,7 +17,12 @@ Rules:
 - every file is written to a temporary name and renamed (``ovs3d.io.atomic``), so a present file is
   complete; an interrupted extraction resumes at the first missing image;
 - a file whose header (shape, dtype) is not the expected one (for instance a channel-first file of an
-  earlier ovs3d) is recomputed.
+  earlier ovs3d) is recomputed;
+- damage is never a crash: a ``meta.json`` that is not UTF-8 JSON of the expected structure counts as
+  absent (the folder is rebuilt by extraction, and readers get an InputError asking to extract), a
+  feature file that is truncated, edited or not a plain float16 ``.npy`` counts as missing, and a file
+  damaged between the check and a read raises InputError naming it (never a raw NumPy error); nothing
+  is ever unpickled.
 """
 
 from __future__ import annotations
@@ -25,11 +30,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import tokenize
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from ovs3d.errors import InputError
 from ovs3d.io.atomic import atomic_path, write_json_atomic
 
 META_NAME = "meta.json"
@@ -56,14 +63,35 @@ def image_records(paths: list[Path]) -> list[dict]:
     return [{"name": p.name, "bytes": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns} for p in paths]
 
 
+EXTRACT_FIX = "run `ovs3d extract --data <scene>` with the same options (it rebuilds a damaged cache)"
+
+
+def valid_meta(meta: object) -> bool:
+    """Whether a parsed ``meta.json`` has the structure every reader relies on: an object with a ``key``
+    object, an ``images`` list of objects with a string ``name``, and a ``shape`` list of positive ints."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("key"), dict):
+        return False
+    images, shape = meta.get("images"), meta.get("shape")
+    if not isinstance(images, list) or not all(isinstance(r, dict) and isinstance(r.get("name"), str)
+                                               and r["name"] for r in images):
+        return False
+    if "encoder" in meta and not isinstance(meta["encoder"], str):
+        return False
+    return (isinstance(shape, list) and len(shape) >= 3
+            and all(isinstance(n, int) and not isinstance(n, bool) and 0 < n < 1 << 31 for n in shape))
+
+
 def read_meta(folder: Path) -> dict | None:
+    """The folder's ``meta.json``; None when it is absent or damaged (not UTF-8 JSON of the expected
+    structure, see ``valid_meta``), which makes extraction rebuild the folder."""
     path = Path(folder) / META_NAME
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError):  # ValueError: JSONDecodeError and UnicodeDecodeError
         return None
+    return meta if valid_meta(meta) else None
 
 
 def same_source(a: dict | None, b: dict) -> bool:
@@ -108,13 +136,44 @@ def channel_first(array: np.ndarray) -> np.ndarray:
     return np.moveaxis(array, (0, 1), (-2, -1))
 
 
+# numpy parses a .npy header with ast/tokenize: a damaged one raises any of these, not only ValueError
+NPY_ERRORS = (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError, TypeError, KeyError, OverflowError,
+              MemoryError, RecursionError)
+
+
+def open_map(path: Path, mmap: bool) -> np.ndarray:
+    """A cache file as an array (memory-mapped when ``mmap``), never unpickled; NPY_ERRORS for a file
+    that is not a plain ``.npy`` (an ``.npz`` archive counts as such an error too)."""
+    with open(path, "rb") as handle:
+        if handle.read(6) != b"\x93NUMPY":
+            raise ValueError("not a .npy file")
+    array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    if not isinstance(array, np.ndarray):
+        raise ValueError("not a .npy array")
+    return array
+
+
 def header_matches(path: Path, shape: tuple[int, ...]) -> bool:
     """Whether ``path`` is a readable float16 ``.npy`` holding a channel-first ``shape`` map pixel-major."""
     try:
-        array = np.load(path, mmap_mode="r")
-    except (OSError, ValueError):
+        array = open_map(path, mmap=True)
+    except NPY_ERRORS:
         return False
     return array.shape == disk_shape(tuple(shape)) and array.dtype == CACHE_DTYPE
+
+
+def load_map(path: Path, shape: tuple[int, ...] | None = None, mmap: bool = False) -> np.ndarray:
+    """A cache file, pixel-major, checked against ``shape`` (channel-first) when given; a file damaged
+    since the cache was checked raises InputError naming it."""
+    try:
+        array = open_map(path, mmap)
+    except NPY_ERRORS as exc:
+        raise InputError(path, f"the feature file is damaged or truncated ({type(exc).__name__})",
+                         f"delete it and {EXTRACT_FIX}") from None
+    if array.dtype != CACHE_DTYPE or (shape is not None and array.shape != disk_shape(tuple(shape))):
+        raise InputError(path, f"the feature file holds a {array.dtype} array of shape {array.shape}, not the "
+                         f"cache's", f"delete it and {EXTRACT_FIX}")
+    return array
 
 
 def save_array(path: Path, array: np.ndarray) -> None:
@@ -123,9 +182,10 @@ def save_array(path: Path, array: np.ndarray) -> None:
         np.save(handle, np.ascontiguousarray(pixel_major(array), dtype=CACHE_DTYPE))
 
 
-def read_array(path: Path) -> np.ndarray:
-    """A cache file read whole into memory, back in channel-first order ``[*C, h, w]`` (float16, a view)."""
-    return channel_first(np.load(path))
+def read_array(path: Path, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """A cache file read whole into memory, back in channel-first order ``[*C, h, w]`` (float16, a view);
+    InputError when it is damaged (or not of ``shape``, when given)."""
+    return channel_first(load_map(Path(path), shape))
 
 
 def fill_cache(folder: Path, meta: dict, image_paths: list[Path], shape: tuple[int, ...],
@@ -159,10 +219,9 @@ def feature_files(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     meta = read_meta(folder)
     if meta is None or not is_complete(folder):
-        from ovs3d.errors import InputError
-
-        raise InputError(folder, "the feature cache is missing or incomplete",
-                         "run `ovs3d extract --data <scene>` with the same options")
+        raise InputError(folder, "the feature cache is missing, incomplete or damaged", EXTRACT_FIX)
+    if not isinstance(meta.get("encoder"), str):
+        raise InputError(folder / META_NAME, "the cache's meta.json names no encoder", EXTRACT_FIX)
     return [folder / f"{Path(r['name']).stem}.npy" for r in meta["images"]]
 
 
@@ -208,7 +267,7 @@ class FeatureMaps:
         """Image ``view``'s map ``[h, w, *C]``: a fresh read-only memory map (unmapped when dropped)."""
         if self._arrays is not None:
             return self._arrays[view]
-        return np.load(self.paths[view], mmap_mode="r")
+        return load_map(self.paths[view], self.shape, mmap=True)
 
     def sample(self, view: int, u: np.ndarray, v: np.ndarray) -> "torch.Tensor":
         """Bilinear features of image ``view`` at [n] normalised coordinates u = x / W, v = y / H of the
@@ -236,7 +295,8 @@ class FeatureMaps:
         """Image ``view``'s whole map as a float32 channel-first tensor (``[S, D, h, w]`` or ``[D, h, w]``)."""
         import torch
 
-        array = channel_first(self._arrays[view]) if self._arrays is not None else read_array(self.paths[view])
+        array = (channel_first(self._arrays[view]) if self._arrays is not None
+                 else read_array(self.paths[view], self.shape))
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
     def block(self, view: int, top: int, left: int, size: int) -> "torch.Tensor":

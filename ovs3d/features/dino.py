@@ -6,8 +6,9 @@ LayerNorm, class (and any register) tokens dropped: [B, D, H / p, W / p] for pat
 ``dynamic_img_size`` so any input whose sides are multiples of p works (the position embedding is
 interpolated). Input normalisation: the model's mean/std (ImageNet for DINO).
 
-Weights, in order: ``--dino.weights`` (safetensors or a state dict), the local hub cache, a download
-when the hub answers; otherwise ``WeightsUnavailableError`` at once.
+Weights, in order: ``--extract.dino.weights`` (safetensors or a torch.save state dict), the local hub cache, a
+download when the hub answers; otherwise ``WeightsUnavailableError`` at once. The file is read safely
+(``hub.read_weights_file``: never unpickling code) and handed to timm as a state dict.
 """
 
 from __future__ import annotations
@@ -18,28 +19,32 @@ import torch
 
 from ovs3d.errors import InputError, WeightsUnavailableError
 from ovs3d.features.encoders import DinoConfig, resolve_precision
-from ovs3d.features.hub import cached_hub_file, hub_reachable
+from ovs3d.features.hub import cached_hub_file, hub_reachable, load_errors, mismatch_error, read_weights_file
+
+# The command-line options named in the weights-file errors (registry.py names its own for the
+# existence check; keep the two in step when the options are renamed).
+MODEL_OPTION, WEIGHTS_OPTION = "--extract.dino.model", "--extract.dino.weights"
 
 
 def import_timm():
     try:
         import timm
     except ImportError as exc:
-        raise ImportError("the timm DINO extractor needs timm: `pip install timm`, or use --dino.kind builtin "
+        raise ImportError("the timm DINO extractor needs timm: `pip install timm`, or use --extract.dino.kind builtin "
                           "(weight-free, not DINO)") from exc
     return timm
 
 
 def locate_timm_weights(model: str) -> str:
     """A local file with the pretrained weights of timm ``model``: hub cache, or a download when the hub
-    is reachable; else WeightsUnavailableError naming the model and ``--dino.weights``."""
+    is reachable; else WeightsUnavailableError naming the model and ``--extract.dino.weights``."""
     timm = import_timm()
     cfg = timm.models.get_pretrained_cfg(model)
     repo = cfg.hf_hub_id if cfg is not None else None
     missing = WeightsUnavailableError(
         f"DINO weights '{model}' are not in the local cache and cannot be downloaded (no connection to the "
         f"model hub). Fix: download them once on a connected machine, or pass a local weights file with "
-        f"--dino.weights PATH (or use --dino.kind builtin, weight-free and not DINO)")
+        f"--extract.dino.weights PATH (or use --extract.dino.kind builtin, weight-free and not DINO)")
     if not repo:
         raise missing
     found = cached_hub_file(repo, ["model.safetensors", "pytorch_model.bin"])
@@ -65,14 +70,20 @@ class TimmDinoExtractor:
         base = config.model.split(".")[0]
         if not timm.is_model(base):
             raise InputError(None, f"unknown timm model '{config.model}'",
-                             "pass a timm ViT name to --dino.model, e.g. vit_base_patch8_224.dino")
+                             "pass a timm ViT name to --extract.dino.model, e.g. vit_base_patch8_224.dino")
         checkpoint = str(config.weights) if config.weights is not None else locate_timm_weights(config.model)
+        hub_fix = None if config.weights is not None else (
+            f"delete this cached file so that it is downloaded again, or pass a local file to {WEIGHTS_OPTION}")
+        state = read_weights_file(checkpoint, WEIGHTS_OPTION, full=True, fix=hub_fix)
+        state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}  # as timm's file loader
         try:
-            model = timm.create_model(config.model, pretrained=True, pretrained_cfg_overlay={"file": checkpoint},
+            model = timm.create_model(config.model, pretrained=True, pretrained_cfg_overlay={"state_dict": state},
                                       dynamic_img_size=True, num_classes=0)
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise InputError(checkpoint, f"the weights do not load into {config.model} ({str(exc)[:300]})",
-                             "pass weights made for --dino.model, or the matching --dino.model") from exc
+        except load_errors() as exc:
+            raise mismatch_error(checkpoint, exc, config.model, MODEL_OPTION, WEIGHTS_OPTION) from exc
+        del state
+        if isinstance(getattr(model, "pretrained_cfg", None), dict):
+            model.pretrained_cfg.pop("state_dict", None)  # the cfg would otherwise keep a second copy alive
         if not hasattr(model, "forward_intermediates"):
             raise InputError(None, f"timm model '{config.model}' has no forward_intermediates",
                              "use a timm ViT, e.g. vit_base_patch8_224.dino")

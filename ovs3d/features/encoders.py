@@ -72,9 +72,9 @@ class ClipConfig:
     model: str = "ViT-B-16"
     """open_clip architecture name (paper: ViT-B-16)."""
     pretrained: str = "openai"
-    """open_clip weights tag (paper: openai). With --clip.weights it still selects the preprocessing and QuickGELU."""
+    """open_clip weights tag (paper: openai). With --extract.clip.weights it still selects the preprocessing and QuickGELU."""
     weights: Path | None = None
-    """Local weights file (safetensors, .pt/.pth/.bin state dict or OpenAI TorchScript); skips the hub."""
+    """Local weights file (safetensors or a .pt/.pth/.bin state dict; TorchScript archives are refused); skips the hub."""
     precision: Precision = "auto"
     """Compute precision; auto = fp16 on CUDA (as the authors), fp32 elsewhere."""
 

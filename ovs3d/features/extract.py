@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ovs3d.device import resolve_device
 from ovs3d.errors import InputError
 from ovs3d.features import cache
 from ovs3d.features.encoders import ClipConfig, DenseFeatureExtractor, DinoConfig, ImageTextEncoder, dino_stride
@@ -35,6 +34,7 @@ from ovs3d.features.hub import check_weights_file
 from ovs3d.features.registry import build_dense_extractor, build_image_text_encoder, clip_identity, dino_identity
 from ovs3d.features.pyramid import PyramidConfig, extract_hierarchy, patch_sides
 from ovs3d.io.images import image_size, list_images, read_rgb
+from ovs3d.io.lock import folder_lock
 
 FORMAT_VERSION = 1
 
@@ -63,8 +63,6 @@ class ExtractConfig:
     """CLIP maps are stored at every n-th pixel (area mean) and sampled bilinearly; 1 keeps every pixel."""
     skip_dino: bool = False
     """Extract only the CLIP hierarchy."""
-    device: str = "auto"
-    """auto (cuda, then mps, then cpu), cpu, cuda or mps."""
 
 
 def feature_size(stored: tuple[int, int], config: ResolutionConfig) -> tuple[int, int]:
@@ -160,16 +158,17 @@ Progress = Callable[[int, int, bool], None]
 
 
 def extract_clip(scene_root: str | Path, config: ExtractConfig, encoder: ImageTextEncoder | None = None,
-                 progress: Progress | None = None) -> Path:
-    """Fill (or reuse) the CLIP hierarchy cache of the scene; returns its folder."""
+                 progress: Progress | None = None, device: torch.device | str = "cpu") -> Path:
+    """Fill (or reuse) the CLIP hierarchy cache of the scene (the encoder built on ``device`` unless
+    given); returns its folder."""
     scene_root = Path(scene_root)
     paths = scene_images(scene_root)
     size = feature_size(image_size(paths[0]), config.resolution)
-    check_weights_file(config.clip.weights, "--clip.weights")
+    check_weights_file(config.clip.weights, "--extract.clip.weights")
     folder, source = clip_source(scene_root, config, paths)
     if cache.is_complete(folder, source):
         return folder
-    encoder = encoder or build_image_text_encoder(config.clip, resolve_device(config.device))
+    encoder = encoder or build_image_text_encoder(config.clip, torch.device(device))
     meta = clip_meta(source, config, encoder)
 
     def compute(index: int) -> np.ndarray:
@@ -177,19 +176,21 @@ def extract_clip(scene_root: str | Path, config: ExtractConfig, encoder: ImageTe
         hierarchy = extract_hierarchy(image, encoder, config.pyramid, image_index=index)
         return store_grid(hierarchy, config.store_stride).cpu().numpy()
 
-    return cache.fill_cache(folder, meta, paths, tuple(meta["shape"]), compute, progress)
+    with folder_lock(folder, "feature extraction"):
+        return cache.fill_cache(folder, meta, paths, tuple(meta["shape"]), compute, progress)
 
 
 def extract_dino(scene_root: str | Path, config: ExtractConfig, extractor: DenseFeatureExtractor | None = None,
-                 progress: Progress | None = None) -> Path:
-    """Fill (or reuse) the DINO map cache of the scene; returns its folder."""
+                 progress: Progress | None = None, device: torch.device | str = "cpu") -> Path:
+    """Fill (or reuse) the DINO map cache of the scene (the extractor built on ``device`` unless given);
+    returns its folder."""
     scene_root = Path(scene_root)
     paths = scene_images(scene_root)
-    check_weights_file(config.dino.weights, "--dino.weights")
+    check_weights_file(config.dino.weights, "--extract.dino.weights")
     folder, source = dino_source(scene_root, config, paths)
     if cache.is_complete(folder, source):
         return folder
-    extractor = extractor or build_dense_extractor(config.dino, resolve_device(config.device))
+    extractor = extractor or build_dense_extractor(config.dino, torch.device(device))
     meta = dino_meta(source, extractor)
     size = tuple(source["key"]["input_size"])
 
@@ -198,7 +199,8 @@ def extract_dino(scene_root: str | Path, config: ExtractConfig, extractor: Dense
         with torch.no_grad():
             return normalize(extractor.extract(image[None]).float(), dim=1)[0].cpu().numpy()
 
-    return cache.fill_cache(folder, meta, paths, tuple(meta["shape"]), compute, progress)
+    with folder_lock(folder, "feature extraction"):
+        return cache.fill_cache(folder, meta, paths, tuple(meta["shape"]), compute, progress)
 
 
 def view_hierarchy(scene_root: str | Path, config: ExtractConfig, view: int, encoder: ImageTextEncoder) -> torch.Tensor:
@@ -221,7 +223,8 @@ def view_hierarchy(scene_root: str | Path, config: ExtractConfig, view: int, enc
     return torch.from_numpy(cache.read_array(target).astype(np.float32))
 
 
-def extract_features(scene_root: str | Path, config: ExtractConfig, log: Callable[[str], None] = print) -> dict:
+def extract_features(scene_root: str | Path, config: ExtractConfig, log: Callable[[str], None] = print,
+                     device: torch.device | str = "cpu") -> dict:
     """Fill the CLIP (and, unless ``skip_dino``, DINO) caches of a scene, logging progress; returns
     {"clip": folder, "dino": folder or None}."""
     import time
@@ -234,17 +237,17 @@ def extract_features(scene_root: str | Path, config: ExtractConfig, log: Callabl
 
     extractor = None
     if not config.skip_dino:  # fail on missing DINO weights now, not after hours of CLIP extraction
-        check_weights_file(config.dino.weights, "--dino.weights")
+        check_weights_file(config.dino.weights, "--extract.dino.weights")
         folder, source = dino_source(Path(scene_root), config, scene_images(scene_root))
         if not cache.is_complete(folder, source):
-            extractor = build_dense_extractor(config.dino, resolve_device(config.device))
+            extractor = build_dense_extractor(config.dino, torch.device(device))
     log(f"CLIP hierarchy ({config.clip.kind}) of {scene_root}")
-    clip_folder = extract_clip(scene_root, config, progress=progress)
+    clip_folder = extract_clip(scene_root, config, progress=progress, device=device)
     log(f"  -> {clip_folder} [{cache.read_meta(clip_folder)['encoder']}]")
     dino_folder = None
     if not config.skip_dino:
         start = time.perf_counter()
         log(f"DINO maps ({config.dino.kind}) of {scene_root}")
-        dino_folder = extract_dino(scene_root, config, extractor, progress=progress)
+        dino_folder = extract_dino(scene_root, config, extractor, progress=progress, device=device)
         log(f"  -> {dino_folder} [{cache.read_meta(dino_folder)['encoder']}]")
     return {"clip": clip_folder, "dino": dino_folder}

@@ -1,9 +1,11 @@
 """open_clip backend of the image-text slot (paper: OpenAI CLIP ViT-B/16 = ``ViT-B-16`` + ``openai``).
 
-Weights, in order: ``--clip.weights`` (a local file: safetensors, a state dict, or OpenAI's
-TorchScript archive), the local hub cache of the tag, a download when the hub answers; otherwise
-``WeightsUnavailableError`` at once. The tag's settings (QuickGELU, mean/std) apply to a local file
-too, so ``--clip.weights ViT-B-16.pt`` with the default tag reproduces the paper's model.
+Weights, in order: ``--extract.clip.weights`` (a local file: safetensors or a torch.save state dict; OpenAI's
+original TorchScript ``.pt`` archives are refused, since loading one runs code, see ``features/hub.py``),
+the local hub cache of the tag, a download when the hub answers; otherwise ``WeightsUnavailableError``
+at once. The file is read safely (``hub.read_weights_file``) before the model is built. The tag's
+settings (QuickGELU, mean/std) apply to a local file
+too, so ``--extract.clip.weights ViT-B-16.pt`` with the default tag reproduces the paper's model.
 
 Preprocessing on tensors (CLIP's, section 4 of the method spec): bicubic antialiased resize of the
 short side to the model's input size, centre crop, then (x - mean) / std. A square crop is resized
@@ -22,10 +24,14 @@ import torch.nn.functional as F
 
 from ovs3d.errors import InputError, WeightsUnavailableError
 from ovs3d.features.encoders import ClipConfig, resolve_precision
-from ovs3d.features.hub import cached_hub_file, hub_reachable
+from ovs3d.features.hub import cached_hub_file, hub_reachable, load_errors, mismatch_error, read_weights_file
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# The command-line options named in the weights-file errors (registry.py names its own for the
+# existence check; keep the two in step when the options are renamed).
+MODEL_OPTION, WEIGHTS_OPTION = "--extract.clip.model", "--extract.clip.weights"
 
 
 def import_open_clip():
@@ -33,13 +39,13 @@ def import_open_clip():
         import open_clip
     except ImportError as exc:
         raise ImportError("the openclip encoder needs open_clip: `pip install open-clip-torch`, or use "
-                          "--clip.kind builtin (weight-free, not CLIP)") from exc
+                          "--extract.clip.kind builtin (weight-free, not CLIP)") from exc
     return open_clip
 
 
 def locate_tag_weights(model: str, tag: str, tag_cfg: dict) -> str:
     """A local file with the weights of ``model``/``tag``: from the hub cache, or downloaded when the hub
-    is reachable; else WeightsUnavailableError naming the model and ``--clip.weights``."""
+    is reachable; else WeightsUnavailableError naming the model and ``--extract.clip.weights``."""
     open_clip = import_open_clip()
     hub = tag_cfg.get("hf_hub", "")
     if hub:
@@ -58,7 +64,7 @@ def locate_tag_weights(model: str, tag: str, tag_cfg: dict) -> str:
     missing = WeightsUnavailableError(
         f"CLIP weights '{model}' / '{tag}' are not in the local cache and cannot be downloaded (no connection "
         f"to the model hub). Fix: download them once on a connected machine, or pass a local weights file "
-        f"with --clip.weights PATH (or use --clip.kind builtin, weight-free and not CLIP)")
+        f"with --extract.clip.weights PATH (or use --extract.clip.kind builtin, weight-free and not CLIP)")
     if not hub_reachable(None if hub else url):
         raise missing
     try:
@@ -74,7 +80,7 @@ class OpenClipEncoder:
         open_clip = import_open_clip()
         if config.model not in open_clip.list_models():
             raise InputError(None, f"unknown open_clip model '{config.model}'",
-                             "pass one of open_clip.list_models() to --clip.model, e.g. ViT-B-16")
+                             "pass one of open_clip.list_models() to --extract.clip.model, e.g. ViT-B-16")
         tag_cfg = open_clip.get_pretrained_cfg(config.model, config.pretrained) if config.pretrained else {}
         if config.weights is not None:
             checkpoint = str(config.weights)
@@ -85,13 +91,15 @@ class OpenClipEncoder:
         else:
             tags = open_clip.list_pretrained_tags_by_model(config.model)
             raise InputError(None, f"'{config.pretrained}' is not a weights tag of {config.model}",
-                             f"pass one of {tags} to --clip.pretrained, or a file to --clip.weights")
+                             f"pass one of {tags} to --extract.clip.pretrained, or a file to --extract.clip.weights")
+        hub_fix = None if config.weights is not None else (
+            f"delete this cached file so that it is downloaded again, or pass a local file to {WEIGHTS_OPTION}")
+        read_weights_file(checkpoint, WEIGHTS_OPTION, fix=hub_fix)
         try:
-            model = open_clip.create_model(config.model, pretrained=checkpoint,
+            model = open_clip.create_model(config.model, pretrained=checkpoint, weights_only=True,
                                            force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)))
-        except RuntimeError as exc:
-            raise InputError(checkpoint, f"the weights do not load into {config.model} ({str(exc)[:300]})",
-                             "pass weights made for --clip.model, or the matching --clip.model") from exc
+        except load_errors() as exc:
+            raise mismatch_error(checkpoint, exc, config.model, MODEL_OPTION, WEIGHTS_OPTION) from exc
         self.device = torch.device(device)
         # On a 2-core CPU small batches are fastest (ViT-B/16, swept by ``python -m bench.extract``:
         # bench/results/extract.json); a GPU wants large ones.

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from ovs3d.device import resolve_device
 from ovs3d.features.registry import build_image_text_encoder
 from ovs3d.features.extract import ExtractConfig, feature_size, load_image, scene_images, view_hierarchy
 from ovs3d.features.pyramid import patch_sides
@@ -47,11 +46,11 @@ def relevancy_sheet(image: np.ndarray, maps: np.ndarray, classes: list[str], sid
 
 
 def write_relevancy_view(scene_root: str | Path, config: ExtractConfig, view: int, classes: list[str],
-                         out: str | Path, log=print) -> Path:
+                         out: str | Path, log=print, device: torch.device | str = "cpu") -> Path:
     """Compute (or read from the cache) view ``view``'s hierarchy and write its relevancy images to ``out``."""
     scene_root, out = Path(scene_root), Path(out)
     paths = scene_images(scene_root)
-    encoder = build_image_text_encoder(config.clip, resolve_device(config.device))
+    encoder = build_image_text_encoder(config.clip, torch.device(device))
     text = text_embeddings(encoder, classes)  # bad prompts fail here, before the extraction
     unknown = getattr(encoder, "unknown_prompts", [])
     if unknown:

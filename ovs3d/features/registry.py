@@ -32,7 +32,7 @@ def build_image_text_encoder(config: ClipConfig, device: torch.device) -> ImageT
     """The image-text encoder of ``config`` on ``device``."""
     if config.kind == "builtin":
         return ColorWordEncoder(device=device)
-    check_weights_file(config.weights, "--clip.weights")
+    check_weights_file(config.weights, "--extract.clip.weights")
     return OpenClipEncoder(config, device)
 
 
@@ -40,5 +40,5 @@ def build_dense_extractor(config: DinoConfig, device: torch.device) -> DenseFeat
     """The dense feature extractor of ``config`` on ``device``."""
     if config.kind == "builtin":
         return ColorTextureExtractor(device=device)
-    check_weights_file(config.weights, "--dino.weights")
+    check_weights_file(config.weights, "--extract.dino.weights")
     return TimmDinoExtractor(config, device)

@@ -12,6 +12,10 @@ A point is occupied when any of the 8 nodes of its cell is occupied, which is ex
 trilinear interpolation of the 0/1 node mask (the authors' lookup) is positive; the cell table is
 precomputed so the lookup is a single index. Points outside the mask's box are empty.
 
+Everything here is in the ray space's *grid coordinates* (``scene/rayspace.py``: NDC for forward-facing
+scenes, contracted coordinates for unbounded ones), the coordinates of the field's box, never world
+coordinates.
+
 ``occupied_box`` returns the bounding box of the occupied nodes, to which the field is then shrunk
 (``TensoRF.shrink``).
 """
@@ -23,7 +27,8 @@ import torch.nn.functional as nnf
 
 
 class OccupancyGrid:
-    """Boolean node mask [Gz, Gy, Gx] over ``box`` [2, 3] (nodes at the box corners, align_corners)."""
+    """Boolean node mask [Gz, Gy, Gx] over ``box`` [2, 3] in grid coordinates (nodes at the box corners,
+    align_corners)."""
 
     def __init__(self, mask: torch.Tensor, box: torch.Tensor) -> None:
         if mask.ndim != 3 or min(mask.shape) < 2:
@@ -46,9 +51,9 @@ class OccupancyGrid:
     def to(self, device: torch.device | str) -> "OccupancyGrid":
         return OccupancyGrid(self.mask.to(device), self.box.to(device))
 
-    def occupied(self, xyz_world: torch.Tensor) -> torch.Tensor:
-        """[M] bool: whether each world point [M, 3] lies in an occupied cell (False outside the box)."""
-        rel = (xyz_world - self.box[0]) / (self.box[1] - self.box[0])
+    def occupied(self, xyz: torch.Tensor) -> torch.Tensor:
+        """[M] bool: whether each point [M, 3] (grid coordinates) lies in an occupied cell (False outside the box)."""
+        rel = (xyz - self.box[0]) / (self.box[1] - self.box[0])
         inside = ((rel >= 0) & (rel <= 1)).all(-1)
         cell = (rel * self._cell_dims).long()
         cell = torch.minimum(cell.clamp(min=0), self._cell_dims - 1)
@@ -58,7 +63,7 @@ class OccupancyGrid:
         return float(self.mask.float().mean())
 
     def occupied_box(self) -> torch.Tensor:
-        """[2, 3] world bounding box of the occupied nodes (the whole box when nothing is occupied)."""
+        """[2, 3] bounding box (grid coordinates) of the occupied nodes (the whole box when nothing is occupied)."""
         idx = self.mask.nonzero()
         if idx.numel() == 0:
             return self.box.clone()
@@ -75,15 +80,15 @@ def build_occupancy(field, step: float, threshold: float = 1e-4, scale_density: 
     """Evaluate the field's density on its current grid and return the pooled, thresholded mask.
 
     Args:
-        field: a ``TensoRF`` (uses ``dense_points``, ``normalize``, ``density``, ``config.distance_scale``).
-        step: world step length used for alpha = 1 - exp(-sigma * step [* distance_scale]).
+        field: a ``TensoRF`` (uses ``dense_points``, ``normalize``, ``density``, ``distance_scale``).
+        step: step length (grid coordinates) used for alpha = 1 - exp(-sigma * step [* distance_scale]).
         threshold: nodes with pooled alpha >= threshold are occupied (alpha_mask_thre).
         scale_density: include the distance scale (False = the TensoRF/3D-OVS quirk).
         reso: nodes per axis of the mask (default: the field's grid).
     """
     points = field.dense_points(reso)                  # [Gz, Gy, Gx, 3]
     flat = points.reshape(-1, 3)
-    scale = field.config.distance_scale if scale_density else 1.0
+    scale = field.distance_scale if scale_density else 1.0
     alpha = torch.empty(flat.shape[0], device=flat.device)
     for start in range(0, flat.shape[0], chunk):
         sigma = field.density(field.normalize(flat[start:start + chunk]))

@@ -1,8 +1,9 @@
 """The semantic field of stage 2 (method spec 6.1 and 6.3): a CLIP-space feature head on the 27-d
-appearance feature and a 3D scale-selection volume, on top of a frozen stage-1 density.
+appearance feature and a 3D scale-selection volume, on top of a frozen stage-1 density. It implements
+the ``SemanticModel`` interface and sees its radiance field through ``RadianceField`` only.
 
 Both modes render from the same packed samples (ray_index [M], xyz [M, 3] normalised, weights [M]
-for the samples whose weight passes the threshold) and output, per ray,
+unit coordinates, for the samples whose weight passes the threshold) and output, per ray,
 
     F [n_rays, 512] (not normalised),  S [n_rays, 3] (rows sum to 1),  optionally RGB [n_rays, 3].
 
@@ -34,8 +35,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ovs3d.field.tensorf import TensoRF, _grid_params, _init_linear
-from ovs3d.render.volume import composite
+from ovs3d.field.base import RadianceField, composite
+from ovs3d.field.vm import VMGrid, init_linear
 
 SemanticMode = Literal["faithful", "improved"]
 
@@ -60,33 +61,33 @@ class SemanticConfig:
 
 
 class SemanticField(nn.Module):
-    """Feature head + selection volume over a stage-1 ``TensoRF`` (whose density stays frozen).
+    """Feature head + selection volume over a stage-1 radiance field (whose density stays frozen).
 
     Args:
-        base: the stage-1 field; its grid size and box define the selection volume's.
+        field: the stage-1 field; the selection volume has its grid size and box.
         config: architecture (mode).
         generator: seeds every initial value.
+        n_classes: C, the rows of ``class_text`` [C, D], the unit text embeddings of the class prompts
+            the model is trained with (a buffer, saved with the model; set by the trainer).
     """
 
-    def __init__(self, base: TensoRF, config: SemanticConfig | None = None,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(self, field: RadianceField, config: SemanticConfig | None = None,
+                 generator: torch.Generator | None = None, n_classes: int = 0) -> None:
         super().__init__()
         self.config = config or SemanticConfig()
         cfg = self.config
         generator = generator or torch.Generator().manual_seed(0)
-        self.base = base
-        dim_in = base.config.appearance_dim
+        self.field = field
+        dim_in = field.appearance_dim
         self.head = nn.ModuleList([nn.Linear(dim_in, cfg.hidden), nn.Linear(cfg.hidden, cfg.hidden),
                                    nn.Linear(cfg.hidden, cfg.feature_dim)])
         for layer in self.head:
-            _init_linear(layer, generator)
-        self.select_planes, self.select_lines = _grid_params(cfg.selection_components, base.reso, cfg.init_std,
-                                                             generator)
+            init_linear(layer, generator)
+        self.selection_grid = VMGrid(cfg.selection_components, field.reso, cfg.init_std, generator)
         self.select_basis = nn.Linear(sum(cfg.selection_components), cfg.n_scales)
-        _init_linear(self.select_basis, generator)
-        for p in self.base.density_planes.parameters():
-            p.requires_grad_(False)
-        for p in self.base.density_lines.parameters():
+        init_linear(self.select_basis, generator)
+        self.register_buffer("class_text", torch.zeros(n_classes, cfg.feature_dim))
+        for p in field.density_parameters():
             p.requires_grad_(False)
         self.set_appearance_trainable(False)
 
@@ -97,15 +98,14 @@ class SemanticField(nn.Module):
     def set_appearance_trainable(self, trainable: bool) -> None:
         """Freeze (before joint_start_iter) or unfreeze (joint mode) the appearance planes, lines, basis
         and shading MLP. The density is never trained in stage 2."""
-        for group in (self.base.appearance_planes, self.base.appearance_lines, self.base.basis, self.base.mlp):
-            for p in group.parameters():
-                p.requires_grad_(trainable)
+        grids, network = self.field.appearance_parameters()
+        for p in grids + network:
+            p.requires_grad_(trainable)
 
     def selection_logits(self, xyz: torch.Tensor) -> torch.Tensor:
         """Per-point scale scores [M, 3] at normalised xyz [M, 3]: sigmoid of the basis output (faithful)
         or the raw, unbounded basis output (improved)."""
-        products = torch.cat(TensoRF._products(self.select_planes, self.select_lines, xyz), dim=-1)
-        logits = self.select_basis(products)
+        logits = self.select_basis(self.selection_grid.features(xyz))
         return torch.sigmoid(logits) if self.mode == "faithful" else logits
 
     def _head_hidden(self, a: torch.Tensor) -> torch.Tensor:
@@ -137,7 +137,7 @@ class SemanticField(nn.Module):
             {"features": [n_rays, 512], "selection": [n_rays, 3] (if asked), "rgb": [n_rays, 3] (if
             viewdirs), "acc": [n_rays] accumulated weight}.
         """
-        a = self.base.appearance_feature(xyz) if appearance is None else appearance  # [M, 27]
+        a = self.field.appearance(xyz) if appearance is None else appearance  # [M, 27]
         acc = weights.new_zeros(n_rays).index_add(0, ray_index, weights)[:, None]  # [n, 1]
         if self.mode == "faithful":
             # affine head: composite a first, then apply each layer with its bias scaled by acc
@@ -152,7 +152,7 @@ class SemanticField(nn.Module):
             scores = composite(self.selection_logits(xyz), weights, ray_index, n_rays)
             out["selection"] = torch.softmax(scores, dim=-1)
         if viewdirs is not None:
-            out["rgb"] = composite(self.base.shade(a, viewdirs), weights, ray_index, n_rays)
+            out["rgb"] = composite(self.field.shade(a, viewdirs), weights, ray_index, n_rays)
         return out
 
     def parameter_groups(self, lr_grid: float, lr_network: float, joint: bool,
@@ -161,11 +161,11 @@ class SemanticField(nn.Module):
         basis (lr_network); in joint mode also the appearance grids (lr_app_grid), basis and shading
         MLP (lr_app_network)."""
         groups = [{"name": "head", "params": list(self.head.parameters()), "lr": lr_network},
-                  {"name": "select_grids", "params": [*self.select_planes, *self.select_lines], "lr": lr_grid},
+                  {"name": "select_grids", "params": [*self.selection_grid.planes, *self.selection_grid.lines],
+                   "lr": lr_grid},
                   {"name": "select_basis", "params": list(self.select_basis.parameters()), "lr": lr_network}]
         if joint:
-            groups += [{"name": "app_grids", "params": [*self.base.appearance_planes, *self.base.appearance_lines],
-                        "lr": lr_app_grid},
-                       {"name": "app_network", "params": [*self.base.basis.parameters(), *self.base.mlp.parameters()],
-                        "lr": lr_app_network}]
+            app_grids, app_network = self.field.appearance_parameters()
+            groups += [{"name": "app_grids", "params": app_grids, "lr": lr_app_grid},
+                       {"name": "app_network", "params": app_network, "lr": lr_app_network}]
         return groups

@@ -12,8 +12,10 @@ distance scale s (25):
     depth = sum_i w_i t_i + (1 - acc) * t_far        (the ray's box exit; the authors' version adds
                                                       (1 - acc) * d'_z by mistake)
 
-``march`` evaluates as little as possible: samples come only from inside the box
-(``render/samplers.py``); samples in empty cells of the field's occupancy grid are dropped *before*
+``march`` works on any ``RadianceField`` (``field/base.py``) and evaluates as little as possible:
+rays come in the field's ray space; samples come only from inside the field's box
+(``render/samplers.py``) and are warped to grid coordinates by the space; samples in empty cells of
+the field's occupancy grid are dropped *before*
 density is evaluated (they get sigma = 0); the result keeps only samples whose weight exceeds
 ``weight_threshold`` (1e-4, rayMarch_weight_thres), in a packed layout (one row per kept sample with its
 ray index). ``composite`` sums any per-sample quantity [M, D] into its rays, so colour, appearance
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ovs3d.field.base import RadianceField, composite
 from ovs3d.render.samplers import stratified_samples
 
 
@@ -36,7 +39,7 @@ class RaySamples:
     Attributes:
         ray_index: [M] long, the ray of each sample (non-decreasing).
         t: [M] ray parameter of each sample.
-        xyz: [M, 3] positions in the field's normalised box coordinates ([-1, 1]^3).
+        xyz: [M, 3] positions in the field's unit coordinates ([-1, 1]^3).
         weights: [M] compositing weights w_i (only those above the threshold).
         accumulation: [n_rays] sum of *all* weights of each ray (also the dropped ones).
         depth: [n_rays] sum_i w_i t_i + (1 - acc) t_far over all samples.
@@ -59,23 +62,14 @@ class RaySamples:
         return int(self.ray_index.shape[0])
 
 
-def composite(values: torch.Tensor, weights: torch.Tensor, ray_index: torch.Tensor, n_rays: int) -> torch.Tensor:
-    """Weighted per-ray sums: out[r] = sum_{i: ray_index[i] = r} weights[i] * values[i].
-
-    Args: values [M, D], weights [M], ray_index [M] long. Returns [n_rays, D].
-    """
-    out = values.new_zeros(n_rays, values.shape[-1])
-    return out.index_add(0, ray_index, values * weights[:, None])
-
-
-def march(field, origins: torch.Tensor, dirs: torch.Tensor, step: float, generator: torch.Generator | None = None,
+def march(field: RadianceField, origins: torch.Tensor, dirs: torch.Tensor, step: float, generator: torch.Generator | None = None,
           skip_empty: bool = True, weight_threshold: float = 1e-4) -> RaySamples:
     """Sample rays inside the field's box and compute compositing weights.
 
     Args:
-        field: a ``TensoRF`` (``box``, ``normalize``, ``density``, ``occupancy``, ``config.distance_scale``).
-        origins, dirs: [B, 3] world (NDC) rays.
-        step: world marching step.
+        field: a radiance field.
+        origins, dirs: [B, 3] rays in the field's ray space (``space.rays``).
+        step: marching step (grid coordinates).
         generator: per-ray jitter (training); None = midpoints (evaluation).
         skip_empty: drop samples in empty occupancy cells before evaluating density.
         weight_threshold: keep samples with weight > threshold; a negative value keeps every sample.
@@ -87,13 +81,13 @@ def march(field, origins: torch.Tensor, dirs: torch.Tensor, step: float, generat
     n_candidates = int(flat.shape[0])
     ray = torch.div(flat, max(n_per_ray, 1), rounding_mode="floor")
     t_flat = t.reshape(-1)[flat]
-    xyz_world = origins[ray] + t_flat[:, None] * dirs[ray]
+    xyz_grid = field.space.warp(origins[ray] + t_flat[:, None] * dirs[ray])
     if skip_empty and field.occupancy is not None:
-        keep = field.occupancy.occupied(xyz_world)
-        flat, ray, t_flat, xyz_world = flat[keep], ray[keep], t_flat[keep], xyz_world[keep]
-    xyz = field.normalize(xyz_world)
+        keep = field.occupancy.occupied(xyz_grid)
+        flat, ray, t_flat, xyz_grid = flat[keep], ray[keep], t_flat[keep], xyz_grid[keep]
+    xyz = field.normalize(xyz_grid)
     sigma = field.density(xyz)
-    tau = origins.new_zeros(n_rays * n_per_ray).index_copy(0, flat, sigma * (step * field.config.distance_scale))
+    tau = origins.new_zeros(n_rays * n_per_ray).index_copy(0, flat, sigma * (step * field.distance_scale))
     tau = tau.view(n_rays, n_per_ray)
     alpha = 1 - torch.exp(-tau)
     transmittance = torch.exp(-(torch.cumsum(tau, dim=1) - tau))
@@ -107,18 +101,18 @@ def march(field, origins: torch.Tensor, dirs: torch.Tensor, step: float, generat
                       n_density=int(flat.shape[0]))
 
 
-def render_rays(field, origins: torch.Tensor, dirs: torch.Tensor, step: float,
+def render_rays(field: RadianceField, origins: torch.Tensor, dirs: torch.Tensor, step: float,
                 background: torch.Tensor | float = 0.0, generator: torch.Generator | None = None,
                 skip_empty: bool = True, weight_threshold: float = 1e-4) -> dict[str, torch.Tensor]:
     """Colour, depth and accumulation of rays [B, 3].
 
-    The colour at each kept sample is ``field.shade(field.appearance_feature(xyz), unit dir)``;
+    The colour at each kept sample is ``field.shade(field.appearance(xyz), unit dir)``;
     C = composite(colour) + (1 - acc) * background, clamped to [0, 1].
     Returns {"rgb": [B, 3], "depth": [B], "acc": [B], "samples": RaySamples}.
     """
     samples = march(field, origins, dirs, step, generator, skip_empty, weight_threshold)
     viewdirs = dirs / dirs.norm(dim=-1, keepdim=True)
-    rgb_samples = field.shade(field.appearance_feature(samples.xyz), viewdirs[samples.ray_index])
+    rgb_samples = field.shade(field.appearance(samples.xyz), viewdirs[samples.ray_index])
     rgb = composite(rgb_samples, samples.weights, samples.ray_index, samples.n_rays)
     background = torch.as_tensor(background, dtype=rgb.dtype, device=rgb.device)
     rgb = rgb + (1 - samples.accumulation)[:, None] * background

@@ -35,23 +35,53 @@ def check_same_size(paths: list[Path], size: tuple[int, int], source: Path) -> N
                                 f"{size[0]}x{size[1]}", "resize all images of a scene to one size, matching the poses")
 
 
+def check_normalized(source: Path, c2w: np.ndarray, bounds: np.ndarray) -> None:
+    """The normalised poses must be finite with positive near < far: degenerate input (all cameras at one
+    point, zero-length axes, extreme values) would otherwise give NaN rays much later."""
+    with np.errstate(all="ignore"):
+        finite = (np.all(np.isfinite(np.asarray(c2w, np.float32)))
+                  and np.all(np.isfinite(np.asarray(bounds, np.float32))))
+    if not (finite and np.all(bounds > 0) and np.all(bounds[:, 0] < bounds[:, 1])):
+        raise InputError(source, "the camera poses are degenerate: normalising them gives non-finite values "
+                         "(cameras at one point, zero-length axes or extreme coordinates)",
+                         "regenerate the poses (e.g. `ovs3d process-data`)")
+
+
+def normalize_checked(source: Path, c2w: np.ndarray, bounds: np.ndarray,
+                      kind: Literal["forward", "360"]) -> tuple[np.ndarray, np.ndarray]:
+    """``normalize_poses`` whose failure on degenerate or extreme poses is an InputError naming ``source``."""
+    try:
+        with np.errstate(all="ignore"):
+            c2w, bounds = normalize_poses(c2w, bounds, kind)
+    except np.linalg.LinAlgError:
+        c2w = np.full_like(np.asarray(c2w, dtype=np.float64), np.nan)
+    check_normalized(source, c2w, bounds)
+    return c2w, bounds
+
+
 def assemble_scene(root: Path, paths: list[Path], c2w: np.ndarray, bounds: np.ndarray,
                    intrinsics: np.ndarray, size: tuple[int, int], downsample: float, holdout_every: int,
-                   kind: Literal["auto", "forward", "360"], load_annotations: bool) -> Scene:
+                   kind: Literal["auto", "forward", "360"], load_annotations: bool,
+                   source: Path | None = None) -> Scene:
     """The scene at working size (int(W / downsample), int(H / downsample)).
 
     Args:
         paths: the N image files, in view order (sorted by name).
         c2w: [N, 3, 4] ovs3d axes, unnormalised; bounds: [N, 2] near/far in the same units.
         intrinsics: [N, 4] (fx, fy, cx, cy) in pixels at the stored size ``size`` = (W, H).
+        source: the pose file named when the poses turn out degenerate (default: ``root``).
     """
     width_src, height_src = size
     width, height = int(width_src / downsample), int(height_src / downsample)
     if width < 8 or height < 8:
         raise InputError(root, f"downsample {downsample} leaves a {width}x{height} image", "use a smaller factor")
+    intrinsics = np.asarray(intrinsics, dtype=np.float64)
+    if not (np.all(np.isfinite(intrinsics.astype(np.float32))) and np.all(intrinsics[:, :2] > 0)):
+        raise InputError(source or root, "the focal lengths must be positive and the intrinsics finite",
+                         "fix the camera intrinsics (fx, fy, cx, cy)")
     if kind == "auto":
         kind = detect_kind(torch.from_numpy(np.asarray(c2w, dtype=np.float64)))
-    c2w, bounds = normalize_poses(c2w, bounds, kind)
+    c2w, bounds = normalize_checked(source or root, c2w, bounds, kind)
     sx, sy = width / width_src, height / height_src
     k = torch.tensor(intrinsics, dtype=torch.float32)
     cameras = Cameras(torch.tensor(c2w, dtype=torch.float32), k[:, 0] * sx, k[:, 1] * sy, k[:, 2] * sx,

@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from ovs3d.errors import InputError
+from ovs3d.errors import InputError, shown
 from ovs3d.io.images import IMAGE_SUFFIXES
 from ovs3d.scene.assemble import assemble_scene, check_same_size
 from ovs3d.scene.colmap_sfm import SparseModel, read_model
@@ -63,6 +63,9 @@ def point_depth_bounds(model: SparseModel, source: Path) -> np.ndarray:
             raise InputError(source, f"image {name} observes no sparse point in front of it, so its depth "
                                      "range is unknown", "rerun the reconstruction or remove that image")
         bounds[view] = np.percentile(z, [NEAR_PERCENTILE, FAR_PERCENTILE])
+        if not bounds[view, 0] < bounds[view, 1]:
+            raise InputError(source, f"image {name} observes sparse points at a single depth only, so its depth "
+                                     "range is unknown", "rerun the reconstruction or remove that image")
     return bounds
 
 
@@ -82,6 +85,11 @@ def load_colmap(root: str | Path, downsample: float = 1.0, holdout_every: int = 
         warnings.warn(f"{model_dir}: lens distortion up to {model.distortion.max():.3g} ({worst}, "
                       f"model {model.models[0]}) is ignored; undistort the images (colmap image_undistorter) "
                       "for exact rays", stacklevel=2)
+    for name in model.names:
+        parts = Path(name).parts
+        if not parts or Path(name).is_absolute() or ".." in parts:
+            raise InputError(model_dir, f"the image name {shown(name)} is not a path inside images/",
+                             "rerun the reconstruction on the scene's images/ folder")
     paths = [root / "images" / name for name in model.names]
     check_same_size(paths, size, model_dir)
     registered = set(model.names)
@@ -93,4 +101,4 @@ def load_colmap(root: str | Path, downsample: float = 1.0, holdout_every: int = 
                       f"{', '.join(others[:10])}{' ...' if len(others) > 10 else ''}", stacklevel=2)
     intrinsics = np.stack([model.fx, model.fy, model.cx, model.cy], axis=1)
     return assemble_scene(root, paths, colmap_to_ovs3d(model.cam_from_world), point_depth_bounds(model, model_dir),
-                          intrinsics, size, downsample, holdout_every, kind, load_annotations)
+                          intrinsics, size, downsample, holdout_every, kind, load_annotations, source=model_dir)

@@ -12,7 +12,10 @@ that other tools ignore) and reads them back. A file without them gets bounds fr
 with d_i the depth of the cameras' look-at centre along camera i's axis, near = d_i / 10 and
 far = 10 d_i (a warning says so); when the cameras do not converge on a centre (some d_i <= 0) the
 loader asks for the bounds. The views are the frames sorted by file path; the poses are normalised
-like every other format (``scene/normalize.py``).
+like every other format (``scene/normalize.py``). Images of ``images/`` that no frame names are left
+out with a warning, and refused when the scene has annotated views, whose folder indices count the
+frames (the error says which images to move out of ``images/``). Every field is type-checked: a
+malformed file is an ``InputError`` naming the frame and the field, never a raw exception.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ from typing import Literal
 
 import numpy as np
 
-from ovs3d.errors import InputError
+from ovs3d.errors import InputError, excerpt, shown
 from ovs3d.io.atomic import write_json_atomic
-from ovs3d.io.images import image_size
+from ovs3d.io.images import IMAGE_SUFFIXES, image_size
 from ovs3d.scene.assemble import assemble_scene, check_same_size
 from ovs3d.scene.normalize import look_at_center
 from ovs3d.scene.scene import Scene
@@ -59,16 +62,61 @@ class Transforms:
     bounds: np.ndarray | None
 
 
+JSON_FIX = "fix or regenerate transforms.json (e.g. `ovs3d process-data`)"
+MAX_SIDE = 1 << 16
+
+
+def json_type(value) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return {dict: "object", list: "array", str: "string", int: "number", float: "number"}.get(type(value), "value")
+
+
+def number(value, what: str, source: Path, positive: bool = False) -> float:
+    """A finite JSON number (not a boolean), positive when asked; else InputError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(source, f"{what} is a JSON {json_type(value)}, not a number", JSON_FIX)
+    try:
+        result = float(value)
+    except OverflowError:
+        result = math.inf
+    if not math.isfinite(result) or (positive and result <= 0):
+        raise InputError(source, f"{what} is {value!r}; it must be a finite{' positive' if positive else ''} number",
+                         JSON_FIX)
+    return result
+
+
+def side(value, what: str, source: Path) -> int:
+    """An image side in pixels: a positive whole number up to MAX_SIDE."""
+    result = number(value, what, source, positive=True)
+    if result != int(result) or result > MAX_SIDE:
+        raise InputError(source, f"{what} is {value!r}; it must be a whole number of pixels from 1 to {MAX_SIDE}",
+                         JSON_FIX)
+    return int(result)
+
+
 def frame_image_path(folder: Path, file_path: str) -> Path:
     """The image a frame names; Blender's paths without an extension get ``.png``."""
     path = Path(os.path.normpath(folder / file_path))
-    if not path.suffix and path.with_suffix(".png").is_file():
+    if path.name and not path.suffix and path.with_suffix(".png").is_file():
         path = path.with_suffix(".png")
     return path
 
 
-def frame_intrinsics(meta: dict, frame: dict, path: Path, source: Path) -> tuple[tuple[float, ...], tuple[int, int]]:
+def frame_name(frame: dict, index: int) -> str:
+    """How a message names a frame: its file_path when it is a string, else its position."""
+    value = frame.get("file_path")
+    return shown(value) if isinstance(value, str) else f"#{index}"
+
+
+def frame_intrinsics(meta: dict, frame: dict, path: Path, source: Path,
+                     name: str | None = None) -> tuple[tuple[float, ...], tuple[int, int]]:
     """((fx, fy, cx, cy), (w, h)) of one frame: its own keys, else the file's shared ones."""
+    name = name or shown(str(frame.get("file_path")))
+
     def get(key):
         return frame.get(key, meta.get(key))
 
@@ -78,68 +126,117 @@ def frame_intrinsics(meta: dict, frame: dict, path: Path, source: Path) -> tuple
             raise InputError(path, f"the image named in {source.name} does not exist",
                              f"put the image there or remove its frame from {source.name}")
         w, h = image_size(path)
-    w, h = int(w), int(h)
+    w, h = side(w, f"frame {name}: w", source), side(h, f"frame {name}: h", source)
     fx, fy = get("fl_x"), get("fl_y")
     if fx is None and fy is None:
         angle = get("camera_angle_x")
         if angle is None:
-            raise InputError(source, f"frame {frame.get('file_path')} has no focal length",
+            raise InputError(source, f"frame {name} has no focal length",
                              "give fl_x/fl_y (pixels) or camera_angle_x (radians), at the top level or per frame")
-        fx = fy = 0.5 * w / math.tan(0.5 * float(angle))
-    fx = float(fx if fx is not None else fy)
-    fy = float(fy if fy is not None else fx)
+        angle = number(angle, f"frame {name}: camera_angle_x", source, positive=True)
+        if angle >= math.pi:
+            raise InputError(source, f"frame {name}: camera_angle_x is {angle:g} radians, not below pi",
+                             "give the horizontal field of view in radians")
+        fx = fy = 0.5 * w / math.tan(0.5 * angle)
+    fx = number(fx if fx is not None else fy, f"frame {name}: fl_x", source, positive=True)
+    fy = number(fy if fy is not None else fx, f"frame {name}: fl_y", source, positive=True)
     cx, cy = get("cx"), get("cy")
-    return (fx, fy, float(w / 2 if cx is None else cx), float(h / 2 if cy is None else cy)), (w, h)
+    cx = w / 2 if cx is None else number(cx, f"frame {name}: cx", source)
+    cy = h / 2 if cy is None else number(cy, f"frame {name}: cy", source)
+    return (fx, fy, cx, cy), (w, h)
 
 
-def parse_matrix(frame: dict, source: Path) -> np.ndarray:
+def parse_matrix(frame: dict, source: Path, name: str | None = None) -> np.ndarray:
     """[3, 4] camera-to-world of a frame (``transform_matrix`` 4x4 or 3x4), finite, rotation orthonormal."""
+    name = name or shown(str(frame.get("file_path")))
     try:
-        matrix = np.asarray(frame["transform_matrix"], dtype=np.float64)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise InputError(source, f"frame {frame.get('file_path')} has no valid transform_matrix ({exc})",
-                         "give each frame a 4x4 camera-to-world transform_matrix") from exc
+        value = frame["transform_matrix"]
+        if isinstance(value, (str, bytes, dict)):
+            raise TypeError(f"a JSON {json_type(value)}")
+        matrix = np.asarray(value, dtype=np.float64)
+    except (KeyError, ValueError, TypeError, OverflowError) as exc:
+        raise InputError(source, f"frame {name} has no valid transform_matrix ({excerpt(exc, 80)})",
+                         "give each frame a 4x4 camera-to-world transform_matrix") from None
     if matrix.shape not in ((4, 4), (3, 4)) or not np.all(np.isfinite(matrix)):
-        raise InputError(source, f"frame {frame.get('file_path')}: transform_matrix must be a finite 4x4 matrix",
+        raise InputError(source, f"frame {name}: transform_matrix must be a finite 4x4 matrix",
                          "give each frame a 4x4 camera-to-world transform_matrix")
     rot = matrix[:3, :3]
-    if not np.allclose(rot.T @ rot, np.eye(3), atol=1e-3):
-        raise InputError(source, f"frame {frame.get('file_path')}: the rotation of transform_matrix is not "
+    with np.errstate(all="ignore"):
+        orthonormal = np.allclose(rot.T @ rot, np.eye(3), atol=1e-3)
+    if not orthonormal:
+        raise InputError(source, f"frame {name}: the rotation of transform_matrix is not "
                          "orthonormal (scaled or sheared)", "store rigid camera-to-world transforms")
     return matrix[:3]
+
+
+def read_json(path: Path) -> object:
+    """The parsed JSON of a file (UTF-8); InputError for a missing, unreadable, non-UTF-8 or invalid file."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(path, f"cannot read the JSON file ({exc.strerror or exc})", "make the file readable") from exc
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"the file is not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x})",
+                         "save it as UTF-8") from None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise InputError(path, f"the file is not valid JSON ({excerpt(exc, 120)})", JSON_FIX) from None
 
 
 def read_transforms(path: str | Path) -> Transforms:
     """Parse and validate a ``transforms.json`` (see the module docstring)."""
     path = Path(path)
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"cannot read the JSON file ({exc})", "fix or regenerate transforms.json") from exc
-    frames = meta.get("frames") if isinstance(meta, dict) else None
-    if not frames:
-        raise InputError(path, "no 'frames' list", "list the images under 'frames' with file_path and transform_matrix")
-    model = str(meta.get("camera_model", "PINHOLE")).upper()
-    if model not in PERSPECTIVE_MODELS:
-        raise InputError(path, f"camera_model {model} is not a perspective camera",
+    meta = read_json(path)
+    if not isinstance(meta, dict):
+        raise InputError(path, f"the file holds a JSON {json_type(meta)}, not an object with a 'frames' list",
+                         "list the images under 'frames' with file_path and transform_matrix")
+    frames = meta.get("frames")
+    if not isinstance(frames, list) or not frames:
+        raise InputError(path, "no 'frames' list" if not isinstance(frames, list) else "the 'frames' list is empty",
+                         "list the images under 'frames' with file_path and transform_matrix")
+    for index, frame in enumerate(frames):
+        if not isinstance(frame, dict):
+            raise InputError(path, f"frame #{index} is a JSON {json_type(frame)}, not an object",
+                             "give every frame file_path and transform_matrix")
+    model = meta.get("camera_model", "PINHOLE")
+    if not isinstance(model, str) or model.upper() not in PERSPECTIVE_MODELS:
+        raise InputError(path, f"camera_model {shown(str(model))} is not a perspective camera",
                          "undistort the images to a pinhole camera first")
-    if any(abs(float(f.get(k, meta.get(k, 0.0)))) > 1e-3 for f in frames for k in DISTORTION_KEYS):
+    distortion = 0.0
+    for index, frame in enumerate(frames):
+        for key in DISTORTION_KEYS:
+            value = frame.get(key, meta.get(key, 0.0))
+            distortion = max(distortion, abs(number(value, f"frame {frame_name(frame, index)}: {key}", path)))
+    if distortion > 1e-3:
         warnings.warn(f"{path}: lens distortion coefficients are ignored; undistort the images for exact rays",
                       stacklevel=2)
     folder = path.parent
     entries = []
-    for frame in frames:
-        if "file_path" not in frame:
-            raise InputError(path, "a frame has no file_path", "give every frame the path of its image")
-        image = frame_image_path(folder, str(frame["file_path"]))
-        intr, size = frame_intrinsics(meta, frame, image, path)
+    for index, frame in enumerate(frames):
+        file_path = frame.get("file_path")
+        if file_path is None:
+            raise InputError(path, f"frame #{index} has no file_path", "give every frame the path of its image")
+        if not isinstance(file_path, str) or not file_path or "\x00" in file_path:
+            raise InputError(path, f"frame #{index}: file_path must be a non-empty string without NUL characters",
+                             "give every frame the path of its image, relative to transforms.json")
+        name = shown(file_path)
+        image = frame_image_path(folder, file_path)
+        intr, size = frame_intrinsics(meta, frame, image, path, name)
         near, far = frame.get("near", meta.get("near")), frame.get("far", meta.get("far"))
-        entries.append((image, parse_matrix(frame, path), intr, size,
-                        None if near is None or far is None else (float(near), float(far))))
+        bounds = None
+        if near is not None and far is not None:
+            bounds = (number(near, f"frame {name}: near", path), number(far, f"frame {name}: far", path))
+        entries.append((image, parse_matrix(frame, path, name), intr, size, bounds))
     entries.sort(key=lambda e: str(e[0]))
+    for a, b in zip(entries, entries[1:]):
+        if a[0] == b[0]:
+            raise InputError(path, f"two frames name the image {a[0]}", "keep one frame per image")
     sizes = {e[3] for e in entries}
     if len(sizes) != 1:
-        raise InputError(path, f"the frames have several image sizes {sorted(sizes)}",
+        raise InputError(path, f"the frames have several image sizes {sorted(sizes)[:5]}",
                          "give all images of a scene one size")
     bounds = None
     if all(e[4] is not None for e in entries):
@@ -153,8 +250,12 @@ def read_transforms(path: str | Path) -> Transforms:
 def layout_bounds(c2w: np.ndarray, source: Path) -> np.ndarray:
     """[N, 2] near/far from the camera layout alone: (d_i / 10, 10 d_i), d_i the depth of the look-at
     centre along camera i's viewing axis."""
-    depth = np.einsum("ni,ni->n", look_at_center(c2w) - c2w[:, :, 3], -c2w[:, :, 2])
-    if len(c2w) < 2 or np.any(depth <= 0):
+    try:
+        with np.errstate(all="ignore"):
+            depth = np.einsum("ni,ni->n", look_at_center(c2w) - c2w[:, :, 3], -c2w[:, :, 2])
+    except np.linalg.LinAlgError:
+        depth = np.zeros(len(c2w))
+    if len(c2w) < 2 or not np.all(np.isfinite(depth) & (depth > 0)):
         raise InputError(source, "the frames carry no near/far depth bounds and the cameras do not converge on "
                          "a centre to estimate them", "add 'near' and 'far' (scene units) to each frame, or "
                          "compute poses with `ovs3d process-data`")
@@ -202,6 +303,32 @@ def load_nerfstudio(root: str | Path, downsample: float = 1.0, holdout_every: in
     source = root / TRANSFORMS
     data = read_transforms(source)
     check_same_size(data.paths, data.size, source)
+    check_unlisted_images(root, data.paths, source, load_annotations)
     bounds = data.bounds if data.bounds is not None else layout_bounds(data.c2w, source)
     return assemble_scene(root, data.paths, data.c2w, bounds, data.intrinsics, data.size, downsample,
-                          holdout_every, kind, load_annotations)
+                          holdout_every, kind, load_annotations, source=source)
+
+
+def check_unlisted_images(root: Path, paths: list[Path], source: Path, load_annotations: bool) -> None:
+    """Images of ``root/images`` that no frame names (fewer frames than images): left out with a warning;
+    an error when the scene has annotated views, whose folder indices count the frames, not the files."""
+    image_dir = root / "images"
+    if not image_dir.is_dir():
+        return
+    listed = {os.path.normcase(str(p)) for p in paths}
+    unlisted = sorted(p.name for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                      and os.path.normcase(os.path.normpath(p)) not in listed)
+    if not unlisted:
+        return
+    names = ", ".join(unlisted[:10]) + (" ..." if len(unlisted) > 10 else "")
+    what = f"{len(unlisted)} image(s) of images/ have no frame in {source.name} ({names})"
+    seg = root / "segmentations"
+    annotated = load_annotations and (seg / "classes.txt").is_file() and any(
+        p.is_dir() and not p.name.startswith(".") for p in seg.iterdir())
+    if annotated:
+        raise InputError(source, f"{what}, so the annotation folder indices (which count the {len(paths)} frames "
+                         "in file-path order) do not count the files of images/",
+                         "move the images without a frame out of images/ (renumbering the annotation folders "
+                         "to count only the images that have a frame), or add a frame for each of them")
+    warnings.warn(f"{source}: {what}; they are left out (move them out of images/, or add their frames, "
+                  "to silence this)", stacklevel=3)

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from ovs3d.scene.cameras import Cameras
+from ovs3d.scene.normalize import average_pose
 
 
 def look_at(center: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
@@ -26,8 +27,6 @@ def spiral_path(cameras: Cameras, bounds: np.ndarray, n_frames: int = 120, rotat
     0.75 / (5 max far)); frame k at angle theta = 4 pi k / n (2 rotations) has centre
     base @ (r_x cos theta, -r_y sin theta, -r_z sin(z_rate theta)) and looks at base @ (0, 0, -focus).
     """
-    from ovs3d.scene.normalize import average_pose
-
     c2w = cameras.c2w.double().cpu().numpy()
     base = average_pose(c2w)
     up = c2w[:, :, 1].sum(0)
