@@ -74,9 +74,18 @@ def require_shared(name: str) -> Path:
     return path
 
 
+def command_line() -> str:
+    """The command that is running, as a user types it: ``python3 -m bench.<name> ...`` (no machine paths)."""
+    script, *args = sys.argv
+    path = Path(script).resolve()
+    here = Path(__file__).resolve().parent
+    head = [f"-m bench.{path.stem}"] if path.parent == here else [script]
+    return " ".join([Path(sys.executable).name, *head, *args])
+
+
 def write_result(name: str, result: dict[str, Any]) -> Path:
     """Write ``bench/results/<name>.json`` with the machine, the command line and ``result``."""
-    payload = {"benchmark": name, "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    payload = {"benchmark": name, "command": command_line(),
                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), **result}
     path = RESULTS_DIR / f"{name}.json"
     write_json_atomic(path, payload)

@@ -70,7 +70,8 @@ def run_one(tree: Path, name: str, work: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", required=True, help="git revision to compare against")
-    parser.add_argument("--baseline-dir", type=Path, default=Path("/tmp/ovs3d-baseline"))
+    parser.add_argument("--baseline-dir", type=Path, default=HERE.parent / "ovs3d-baseline",
+                        help="worktree of the baseline (beside this repo, so that ../shared is found from it too)")
     parser.add_argument("--benches", nargs="+", default=list(BENCHES), choices=list(BENCHES))
     parser.add_argument("--work", type=Path, default=Path("/tmp/ovs3d-bench-compare"))
     args = parser.parse_args()
@@ -92,9 +93,9 @@ def main() -> None:
                 checks[key] = {"equal_to_3_decimals": round(value, 3) == round(before, 3), "difference": value - before}
         rows[name] = {"baseline": old["figures"], "current": new["figures"], "checks": checks}
         print(json.dumps(rows[name], indent=1), flush=True)
-    previous = RESULTS_DIR / "compare.json"
-    merged = json.loads(previous.read_text()).get("benches", {}) if previous.is_file() else {}
-    write_result("compare", {"baseline_commit": commit, "benches": {**merged, **rows}})
+        previous = RESULTS_DIR / "compare.json"
+        merged = json.loads(previous.read_text()).get("benches", {}) if previous.is_file() else {}
+        write_result("compare", {"baseline_commit": commit, "benches": {**merged, name: rows[name]}})
 
 
 if __name__ == "__main__":

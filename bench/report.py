@@ -127,9 +127,40 @@ def process_rows(r: dict) -> list[Row]:
             for name, m in r["mappers"].items()]
 
 
+def compare_rows(r: dict) -> list[Row]:
+    base = r["baseline_commit"][:7]
+    rows = []
+    benches = r["benches"]
+    if "demo" in benches:
+        cur, old = benches["demo"]["current"], benches["demo"]["baseline"]
+        rows.append((f"Architecture step vs {base}, `bench.demo` (seeded)",
+                     f"3D mIoU {cur['miou_cosine_labels']:.4f} / {cur['miou_relevancy_labels']:.4f} (cosine / relevancy), "
+                     f"PSNR {cur['stage1_psnr']:.2f} dB, {cur['wall_seconds']:.0f} s",
+                     f"{old['miou_cosine_labels']:.4f} / {old['miou_relevancy_labels']:.4f}, {old['stage1_psnr']:.2f} dB, "
+                     f"{old['wall_seconds']:.0f} s", "compare"))
+    for name, key, label in (("reconstruct", "s_per_iter", "`bench.reconstruct --part small`"),
+                             ("segment", "paper_s_per_iter", "`bench.segment`, paper batches"),
+                             ("segment", "paper_small_s_per_iter", "`bench.segment`, 1024 rays + 2 patches")):
+        if name in benches:
+            check = benches[name]["checks"][key]
+            rows.append((f"Architecture step vs {base}, {label}", f"{benches[name]['current'][key]:.3f} s/iter",
+                         f"{benches[name]['baseline'][key]:.3f} s/iter "
+                         f"(ratio {check['ratio_current_over_baseline']:.3f}; target within 5 %)", "compare"))
+    return rows
+
+
+def bad_input_rows(r: dict) -> list[Row]:
+    t = r["totals"]
+    return [(f"Bad inputs and faults, {t['cases']} cases through the CLI",
+             f"{t['tracebacks']} tracebacks, {t['data_loss']} data loss, {t['path_escapes']} path escapes, "
+             f"{t['slow_preflight_errors']} preflight errors over 10 s (slowest {t['max_preflight_seconds']:.1f} s), "
+             f"{t['fail']} failing cases", "target 0 / 0 / 0 / 0", "bad_inputs")]
+
+
 SOURCES: dict[str, Callable[[dict], list[Row]]] = {
     "reconstruct": reconstruct_rows, "extract": extract_rows, "builtin_features": builtin_rows,
-    "demo": demo_rows, "demo_modes": modes_rows, "segment": segment_rows, "lifting": lifting_rows, "process_data": process_rows}
+    "demo": demo_rows, "demo_modes": modes_rows, "segment": segment_rows, "lifting": lifting_rows, "process_data": process_rows,
+    "compare": compare_rows, "bad_inputs": bad_input_rows}
 
 
 def results_table() -> str:

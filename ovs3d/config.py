@@ -77,3 +77,28 @@ def read_config(path: str | Path, cls: type[T]) -> T:
     except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, TypeError) as exc:
         raise InputError(path, f"cannot read it as a {cls.__name__} ({exc})",
                          "restore the file from the run, or rerun the stage") from exc
+
+
+def check_bounds(config: Any, stage: str, at_least: dict[str, float] | None = None,
+                 above: dict[str, float] | None = None, at_most: dict[str, float] | None = None) -> None:
+    """InputError naming the flag ``--<stage>.<field>`` when a field of ``config`` is below its minimum
+    (``at_least``), not above its bound (``above``) or above its maximum (``at_most``): bad values fail
+    when the command is parsed, not after the stages before them."""
+    rules = [(at_least or {}, lambda v, b: v >= b, "at least"), (above or {}, lambda v, b: v > b, "above"),
+             (at_most or {}, lambda v, b: v <= b, "at most")]
+    for bounds, ok, words in rules:
+        for name, bound in bounds.items():
+            value = getattr(config, name)
+            if not ok(value, bound):
+                flag = f"--{stage}.{name.replace('_', '-')}"
+                raise InputError(None, f"{flag} must be {words} {bound:g} (got {value})", f"pass {flag} {words} {bound:g}")
+
+
+def check_all(config: Any) -> None:
+    """Call ``check()`` on ``config`` and on every dataclass nested in it that has one."""
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        return
+    if hasattr(config, "check"):
+        config.check()
+    for f in dataclasses.fields(config):
+        check_all(getattr(config, f.name))

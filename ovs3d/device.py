@@ -11,6 +11,8 @@ from typing import Literal
 
 import torch
 
+from ovs3d.errors import InputError
+
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 
 
@@ -36,6 +38,13 @@ class Runtime:
 
     def apply(self) -> torch.device:
         """Set the thread count and return the resolved device."""
+        if self.threads < 0:
+            raise InputError(None, f"--threads {self.threads} is negative", "pass 0 (torch's default) or a positive count")
         if self.threads > 0:
             torch.set_num_threads(self.threads)
+        available = {"cuda": torch.cuda.is_available(),
+                     "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+        if not available.get(self.device, True):
+            raise InputError(None, f"--device {self.device}: no such device is available on this machine",
+                             "pass --device auto (cuda, then mps, then cpu) or --device cpu")
         return resolve_device(self.device)

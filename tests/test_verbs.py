@@ -103,3 +103,39 @@ def test_a_stage2_learning_rate_and_loss_weight_from_the_command_line_reach_the_
     assert record.config["lr_network"] == 0.0123 and record.config["relevancy_weight"] == 0.37
     assert "lr_network: 0.0123" in (out / "config.yml").read_text()
     assert json.loads((out / "train_summary.json").read_text())["iteration"] == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--data", "s", "--segment.iterations", "-3"], "--segment.iterations must be at least 1"),
+    (["test", "--run", "r", "--test.video-frames", "-5"], "--test.video-frames must be at least 0"),
+    (["reconstruct", "--data", "s", "--out", "o", "--reconstruct.batch-size", "0"], "--reconstruct.batch-size must be"),
+])
+def test_out_of_range_stage_fields_fail_when_parsed(args, message, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.entrypoint(args)
+    assert exit_info.value.code == 2
+    assert message in " ".join(capsys.readouterr().err.replace("│", " ").split())
+
+
+def test_a_file_given_as_the_scene_folder_is_named_as_a_file(tmp_path: Path, capsys) -> None:
+    (tmp_path / "poses_bounds.npy").write_bytes(b"x")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.entrypoint(["run", "--data", str(tmp_path / "poses_bounds.npy")])
+    assert exit_info.value.code == 2
+    assert "this is a file, not a scene folder" in capsys.readouterr().err
+
+
+def test_an_unexpected_error_is_one_line_and_exit_1_unless_debug(monkeypatch, capsys) -> None:
+    from ovs3d.cli import render
+
+    def broken(config):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(render, "main", broken)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.entrypoint(["render", "--run", "r"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "internal error" in err and "--debug" in err and "Traceback" not in err
+    with pytest.raises(ZeroDivisionError):
+        cli.entrypoint(["render", "--run", "r", "--debug"])

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Union
 
 import tyro
 
+from ovs3d.config import check_all
 from ovs3d.errors import InputError, WeightsUnavailableError
 
 # verb -> module under ovs3d.cli, in the order the data flows.
@@ -52,7 +53,8 @@ def prescan(args: list[str]) -> dict[str, str]:
 
 
 def parse(args: list[str]) -> tuple[Any, Any]:
-    """(verb module, its parsed Config) of a command line (without the program name)."""
+    """(verb module, its parsed Config) of a command line (without the program name); every stage field
+    is range-checked here (``config.check_all``), before any work."""
     modules = load_verbs()
     options = prescan(args)
     name = options.pop("preset", "cpu")
@@ -66,6 +68,7 @@ def parse(args: list[str]) -> tuple[Any, Any]:
                       description="ovs3d: weakly supervised 3D open-vocabulary segmentation (3D-OVS) on TensoRF. "
                                   "Add --debug to any command to see the traceback of an internal error.")
     module = next(m for m in modules.values() if isinstance(config, m.Config))
+    check_all(config)
     return module, config
 
 

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 
+from ovs3d.config import check_bounds
 from ovs3d.errors import InputError
 from ovs3d.eval.report import write_report
 from ovs3d.eval.segmentation import ProtocolResult, evaluate_3dovs, evaluate_per_query
@@ -70,6 +71,10 @@ class TestConfig:
     scored either way."""
     chunk: int = 8192
     """Rays per rendering chunk."""
+
+    def check(self) -> None:
+        """InputError naming the flag of the first field out of range."""
+        check_bounds(self, "test", at_least={"video_frames": 0, "chunk": 1}, above={"video_downsample": 0})
 
 
 def label_rule_key(rule: str) -> str:
@@ -110,6 +115,7 @@ def run_test(run_dir: str | Path, out: str | Path | None = None, scene_root: str
     """Render and score a stage-2 run (see the module docstring); ``config.labels`` is the label rule of
     the overlays, the video and the ``3dovs`` entry. Returns the outputs' summary."""
     config = config or TestConfig()
+    config.check()
     labels = config.labels
     if labels not in LABEL_RULES:
         raise InputError(None, f"unknown label rule {labels!r}", f"choose --test.labels from {list(LABEL_RULES)}")

@@ -8,11 +8,12 @@ from pathlib import Path
 import torch
 
 from ovs3d.config import from_plain
+from ovs3d.errors import InputError
 from ovs3d.field.occupancy import OccupancyGrid
 from ovs3d.field.semantic import SemanticConfig, SemanticField
 from ovs3d.field.tensorf import TensoRF
 from ovs3d.runs.record import RunRecord, Stage
-from ovs3d.runs.store import Sections, read_run
+from ovs3d.runs.store import CHECKPOINT, Sections, read_run
 from ovs3d.scene.rayspace import space_from_dict
 
 
@@ -32,10 +33,25 @@ def occupancy_info(field: TensoRF) -> dict | None:
     return {"box": occ.box.tolist(), "reso": list(occ.node_reso), "fraction_occupied": occ.fraction_occupied()}
 
 
-def build_field(record: RunRecord, sections: Sections, device: torch.device | str = "cpu") -> TensoRF:
-    """The radiance field (with its occupancy grid) of a run's record and sections."""
-    field = TensoRF.from_arch(record.arch, space_from_dict(record.space))
-    field.load_state_dict(sections["field"])
+def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path | None) -> None:
+    """``module.load_state_dict(state)``; tensors that do not fit the record's architecture (an edited or
+    mismatched checkpoint) are an InputError naming ``path``."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise InputError(path, f"the checkpoint's tensors do not fit its run record ({first})",
+                         "the file was edited or damaged: rerun the stage into a fresh --out") from None
+
+
+def build_field(record: RunRecord, sections: Sections, device: torch.device | str = "cpu",
+                path: str | Path | None = None) -> TensoRF:
+    """The radiance field (with its occupancy grid) of a run's record and sections (``path``: for errors)."""
+    try:
+        field = TensoRF.from_arch(record.arch, space_from_dict(record.space))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(path, f"the run record's architecture is damaged ({exc})", "rerun the stage") from None
+    load_state(field, sections.get("field", {}), path)
     field = field.to(device)
     if "occupancy" in sections:
         occupancy = sections["occupancy"]
@@ -43,18 +59,19 @@ def build_field(record: RunRecord, sections: Sections, device: torch.device | st
     return field
 
 
-def build_semantic(record: RunRecord, sections: Sections, device: torch.device | str = "cpu") -> SemanticField:
+def build_semantic(record: RunRecord, sections: Sections, device: torch.device | str = "cpu",
+                   path: str | Path | None = None) -> SemanticField:
     """The semantic model of a stage-2 run's record and sections (its radiance field included)."""
-    model = SemanticField(build_field(record, sections, device), from_plain(SemanticConfig, record.semantic),
+    model = SemanticField(build_field(record, sections, device, path), from_plain(SemanticConfig, record.semantic),
                           n_classes=len(record.classes)).to(device)
-    model.load_state_dict(semantic_state(sections))
+    load_state(model, semantic_state(sections), path)
     return model
 
 
 def semantic_state(sections: Sections) -> dict[str, torch.Tensor]:
     """The SemanticField state_dict held by a stage-2 checkpoint's sections."""
-    state = {f"field.{k}": v for k, v in sections["field"].items()}
-    state.update(sections["semantic"])
+    state = {f"field.{k}": v for k, v in sections.get("field", {}).items()}
+    state.update(sections.get("semantic", {}))
     return state
 
 
@@ -63,7 +80,8 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu", stage: Sta
     """(model in eval mode, record) of a run folder: a ``TensoRF`` for a stage-1 run, a ``SemanticField``
     (its class text embeddings in ``model.class_text``) for a stage-2 run. ``stage`` insists on one kind."""
     record, sections = read_run(run_dir, device, stage)
-    model = build_field(record, sections, device) if record.stage == "reconstruct" else \
-        build_semantic(record, sections, device)
+    path = Path(run_dir) / CHECKPOINT
+    model = build_field(record, sections, device, path) if record.stage == "reconstruct" else \
+        build_semantic(record, sections, device, path)
     model.eval()
     return model, record

@@ -25,6 +25,8 @@ def load_scene(root: str | Path, downsample: float = 1.0, holdout_every: int = 0
         load_annotations: read ``segmentations/`` when present.
     """
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise InputError(root, "this is a file, not a scene folder", "pass the folder that holds images/ and the poses")
     if not root.is_dir():
         raise InputError(root, "the scene folder does not exist", "pass the path of a scene folder")
     options = dict(downsample=downsample, holdout_every=holdout_every, kind=kind, load_annotations=load_annotations)

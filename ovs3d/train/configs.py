@@ -15,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ovs3d.config import check_bounds
 from ovs3d.errors import InputError
 from ovs3d.field.tensorf import TensoRFConfig
 from ovs3d.scene.rayspace import SpaceName
@@ -90,6 +91,16 @@ class ReconstructConfig:
     seed: int = 20211202
     """Seed of every random draw (initialisation, pixels, jitter, background)."""
 
+    def check(self) -> None:
+        """InputError naming the flag of the first field out of range."""
+        check_bounds(self, "reconstruct",
+                     at_least={"n_iters": 1, "batch_size": 1, "n_voxel_init": 8, "n_voxel_final": 8, "holdout_every": 0,
+                               "max_samples": 1, "checkpoint_every": 1, "log_every": 1, "render_chunk": 1,
+                               "eval_every": 1, "video_frames": 0, "lr_grid": 0, "lr_network": 0,
+                               "tv_weight_density": 0, "tv_weight_appearance": 0, "white_background_prob": 0},
+                     above={"downsample": 0, "step_ratio": 0, "video_downsample": 0, "lr_decay_target": 0},
+                     at_most={"white_background_prob": 1})
+
 
 @dataclass
 class SegmentConfig:
@@ -153,6 +164,14 @@ class SegmentConfig:
         RDA it is pulled to the scale whose min-max relevancies are confident and agree with F's classes."""
         return self.mode == "faithful"
 
+    def check(self) -> None:
+        """InputError naming the flag of the first field out of range."""
+        check_bounds(self, "segment",
+                     at_least={"iterations": 1, "joint_start_iter": 0, "batch_size": 1, "patch_num": 0, "patch_size": 8,
+                               "samples_per_ray": 0, "lr_grid": 0, "lr_network": 0, "lr_app_grid": 0,
+                               "lr_app_network": 0, "relevancy_weight": 0, "dino_pos_weight": 0,
+                               "dino_neg_weight": 0, "fda_chunk": 1, "log_every": 1, "checkpoint_every": 1},
+                     above={"temperature": 0, "lr_decay_ratio": 0})
 
 
 RECONSTRUCT_PRESETS: dict[str, ReconstructConfig] = {

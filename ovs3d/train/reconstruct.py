@@ -67,6 +67,7 @@ class Reconstruction:
     def __init__(self, scene_path: str | Path, out: str | Path, config: ReconstructConfig,
                  resume: bool = False, scene: Scene | None = None, device: torch.device | str = "cpu",
                  log: Callable[[str], None] = print) -> None:
+        config.check()
         self.config = config
         self.out = Path(out)
         self.device = torch.device(device)
@@ -132,7 +133,7 @@ class Reconstruction:
 
     def _restore(self) -> None:
         record, sections = read_run(self.out, self.device, stage="reconstruct")
-        self.field = build_field(record, sections, self.device)
+        self.field = build_field(record, sections, self.device, self.out / CHECKPOINT)
         self._new_optimizer()
         restore_optimizer(self.optimizer, sections.get("optim", {}), record.optimizer)
         self.generator.set_state(sections["rng"]["train"].cpu())

@@ -27,7 +27,7 @@ from ovs3d.config import to_plain
 from ovs3d.field.semantic import SemanticConfig, SemanticField
 from ovs3d.io.lock import folder_lock
 from ovs3d.render.volume import RaySamples, march
-from ovs3d.runs.load import field_sections, load_run, semantic_state
+from ovs3d.runs.load import field_sections, load_run, load_state, semantic_state
 from ovs3d.runs.record import RunRecord
 from ovs3d.runs.store import CHECKPOINT, check_fresh, optimizer_section, read_run, restore_optimizer, write_config, \
     write_run
@@ -175,7 +175,7 @@ class SegmentTrainer:
         if not (self.out / CHECKPOINT).is_file():
             return False
         record, sections = read_run(self.out, self.device, stage="segment")
-        self.model.load_state_dict(semantic_state(sections))
+        load_state(self.model, semantic_state(sections), self.out / CHECKPOINT)
         self.iteration = record.iteration
         self.elapsed = float(record.state.get("elapsed_s", 0.0))
         self.optimizer = self._make_optimizer(joint=bool(record.state["joint"]))
@@ -193,6 +193,7 @@ def segment(stage1: str | Path, out: str | Path, config: SegmentConfig, data: Se
     (what was read: caches, CLIP settings). ``stop_after`` returns after that many iterations (tests).
     Returns the summary also written to ``out/train_summary.json`` (plus the record's teacher fields).
     """
+    config.check()
     out, device = Path(out), torch.device(device)
     with folder_lock(out, "ovs3d segment"):
         check_fresh(out, resume)
