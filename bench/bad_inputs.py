@@ -989,9 +989,10 @@ def main() -> None:
     print("targets: " + ", ".join(f"{k} = 0: {'met' if ok else 'MISSED'}" for k, ok in met.items()))
     print(f"fixtures changed by the cases: {fixture_changed or 'none'}; atime sentinels "
           f"{'work' if atime_ok else 'unavailable (noatime mount)'}; runtime {runtime} s (fixtures {fixture_s} s)")
-    write_result("bad_inputs", {"runtime_s": runtime, "fixture_seconds": fixture_s, "totals": totals,
-                                "targets": targets, "targets_met": met, "fixture_files_changed": fixture_changed,
-                                "atime_sentinels": atime_ok, "cpu_flags": cpu_flags(), "cases": rows})
+    write_result("bad_inputs", {
+        "runtime_s": runtime, "fixture_seconds": fixture_s, "totals": totals, "targets": targets, "targets_met": met,
+        "fixture_files_changed": fixture_changed, "atime_sentinels": atime_ok, "cpu_flags": cpu_flags(),
+        "cases": rows})
 
 
 if __name__ == "__main__":

@@ -83,11 +83,28 @@ def command_line() -> str:
     return " ".join([Path(sys.executable).name, *head, *args])
 
 
+def without_machine_paths(value):
+    """``value`` with this machine's paths in its strings replaced: the repository (or a clone of it) by
+    ``<repo>``, temporary folders by ``<tmp>``, so that the stored results name no path of this machine."""
+    import re
+
+    if isinstance(value, dict):
+        return {k: without_machine_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_machine_paths(v) for v in value]
+    if isinstance(value, str):
+        repo = Path(__file__).resolve().parents[1]
+        value = value.replace(str(repo.parent / "shared"), "../shared").replace(str(repo), "<repo>")
+        return re.sub(r"/tmp/[^/\s'\"]+(?:/p(?=/ovs3d/))?", "<tmp>", value)
+    return value
+
+
+
 def write_result(name: str, result: dict[str, Any]) -> Path:
     """Write ``bench/results/<name>.json`` with the machine, the command line and ``result``."""
     payload = {"benchmark": name, "command": command_line(),
                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), **result}
     path = RESULTS_DIR / f"{name}.json"
-    write_json_atomic(path, payload)
+    write_json_atomic(path, without_machine_paths(payload))
     print(f"bench: wrote {path}")
     return path
