@@ -31,13 +31,30 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_flags() -> list[str]:
+    """The CPU's feature flags as ``lscpu`` lists them (``flags`` line of /proc/cpuinfo), sorted."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return sorted(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return []
+
+
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
 def machine() -> dict[str, Any]:
-    """CPU name, core count, torch version and threads, and the GPU name when one is visible."""
+    """CPU name, its flags (all of them, and the SIMD ones that decide the fast paths), core count, torch
+    version and threads, and the GPU name when one is visible."""
     import os
 
     import torch
 
-    info: dict[str, Any] = {"cpu": cpu_name(), "cpu_cores": os.cpu_count(), "torch": torch.__version__,
+    flags = cpu_flags()
+    info: dict[str, Any] = {"cpu": cpu_name(), "cpu_simd": [f for f in SIMD_FLAGS if f in flags], "cpu_flags": flags,
+                            "cpu_cores": os.cpu_count(), "torch": torch.__version__,
                             "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
     info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return info

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ovs3d"
-LAYERS: list[set[str]] = [{"cli"}, {"demo"}, {"pipeline"}, {"preflight"}, {"eval"}, {"train"}, {"runs"}, {"render"}, {"field"},
-                          {"scene", "features"}, {"io"}, {"config"}, {"device"}, {"errors"}]
+LAYERS: list[set[str]] = [{"cli"}, {"demo"}, {"pipeline"}, {"preflight"}, {"viewer", "export"}, {"eval"}, {"train"},
+                          {"runs"}, {"render"}, {"field"}, {"scene", "features"}, {"io"}, {"config"}, {"device"},
+                          {"errors"}]
 MAX_LINES = 400
 
 
