@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from ovs3d.errors import InputError
 from ovs3d.scene.cameras import ndc_rays
 from ovs3d.scene.load import load_scene
-from ovs3d.scene.rayspace import NDC_BOX, BoxSpace, NDCSpace, choose_space, content_box, space_from_dict
+from ovs3d.scene.rayspace import NDC_BOX, BoxSpace, ContractedSpace, NDCSpace, choose_space, content_box, space_from_dict
 
 
 def test_ndc_space_rays_are_the_ndc_warp_of_the_camera_rays(synthetic_scene: Path) -> None:
@@ -33,7 +34,8 @@ def test_box_space_rays_are_world_rays_and_the_warp_is_the_identity(synthetic_sc
     assert space.warp(x) is x
 
 
-@pytest.mark.parametrize("space", [NDCSpace(), BoxSpace(box=((-1.5, 0.0, 2.0), (3.0, 4.0, 5.0)))])
+@pytest.mark.parametrize("space", [NDCSpace(), BoxSpace(box=((-1.5, 0.0, 2.0), (3.0, 4.0, 5.0))),
+                                   ContractedSpace(radius=0.3, far=32.0)])
 def test_a_space_round_trips_through_its_dict(space) -> None:
     assert space_from_dict(space.to_dict()) == space
 
@@ -45,8 +47,11 @@ def test_the_space_is_chosen_from_the_camera_layout(synthetic_scene: Path) -> No
     box, _ = choose_space(scene, "box")
     assert isinstance(box, BoxSpace) and box.box == content_box(scene.cameras, scene.bounds)
     scene.kind = "360"
-    with pytest.raises(InputError, match="contracted ray space"):
-        choose_space(scene)
+    space, reason = choose_space(scene)
+    assert isinstance(space, ContractedSpace) and "surround" in reason
+    scene.object_masks = np.ones((scene.n_images, scene.height, scene.width), np.float32)
+    space, reason = choose_space(scene)
+    assert isinstance(space, BoxSpace) and "masks" in reason
 
 
 def test_the_content_box_holds_every_camera_frustum_between_its_bounds(synthetic_scene: Path) -> None:

@@ -1,4 +1,4 @@
-"""``ovs3d render``: images and videos of a run along the dataset cameras or the spiral path."""
+"""``ovs3d render``: images and videos of a run along the dataset cameras, the spiral or the orbit path."""
 
 from __future__ import annotations
 
@@ -17,14 +17,15 @@ class Config:
 
     run: Path
     """Run folder of `ovs3d reconstruct` or `ovs3d segment` (holds checkpoint.safetensors)."""
-    path: Literal["dataset", "spiral"] = "spiral"
-    """dataset: every scene image's camera (PNG per view); spiral: the 120-frame LLFF spiral (video + PNGs)."""
+    path: Literal["dataset", "video", "spiral", "orbit"] = "video"
+    """dataset: every scene image's camera (PNG per view); video: the scene's path (the LLFF spiral for
+    forward-facing scenes, the orbit for 360 ones); spiral / orbit: that path (video + PNGs)."""
     out: Path | None = None
     """Output folder (default: <run>/renders/<path>)."""
     downsample: float = 1.0
     """Render at the run's resolution divided by this."""
     frames: int = 120
-    """Frames of the spiral path."""
+    """Frames of the video path."""
     runtime: RuntimeFlags = field(default_factory=Runtime)
 
 

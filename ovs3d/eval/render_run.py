@@ -1,4 +1,4 @@
-"""``ovs3d render``: RGB and depth of any run along the dataset cameras or the spiral path, as PNGs and videos."""
+"""``ovs3d render``: RGB and depth of any run along the dataset cameras or a video path (spiral, orbit), as PNGs and videos."""
 
 from __future__ import annotations
 
@@ -14,22 +14,22 @@ from ovs3d.io.video import write_video
 from ovs3d.render.camera import depth_to_gray, render_camera
 from ovs3d.runs.load import load_run
 from ovs3d.scene.load import load_scene
-from ovs3d.scene.paths import spiral_path
+from ovs3d.scene.paths import PathName, video_path
 
 
-def render_run(run: str | Path, path: Literal["dataset", "spiral"] = "spiral", out: str | Path | None = None,
+def render_run(run: str | Path, path: Literal["dataset"] | PathName = "video", out: str | Path | None = None,
                downsample: float = 1.0, frames: int = 120, device: torch.device | str = "cpu",
                chunk: int = 4096) -> Path:
     """Render RGB and depth of a run (stage 1 or 2) into ``out`` (default <run>/renders/<path>).
 
-    ``dataset``: one ``<index>_rgb.png`` / ``<index>_depth.png`` per scene image. ``spiral``: PNGs per frame
+    ``dataset``: one ``<index>_rgb.png`` / ``<index>_depth.png`` per scene image. A path (``scene/paths.py``): PNGs per frame
     plus ``rgb.mp4`` and ``depth.mp4`` (GIF without ffmpeg). Images are rendered at the run's resolution
     divided by ``downsample``. Returns the output folder.
     """
     run = Path(run)
     model, record = load_run(run, device)
     scene = load_scene(record.scene, load_annotations=False)
-    cameras = scene.cameras if path == "dataset" else spiral_path(scene.cameras, scene.bounds, frames)
+    cameras = scene.cameras if path == "dataset" else video_path(scene.cameras, scene.bounds, scene.kind, frames, path)
     cameras = cameras.resized(max(int(record.width / downsample), 8), max(int(record.height / downsample), 8))
     cameras = cameras.to(device)
     out = Path(out) if out is not None else run / "renders" / path
@@ -42,7 +42,7 @@ def render_run(run: str | Path, path: Literal["dataset", "spiral"] = "spiral", o
             write_png(out / f"{i:03d}_depth.png", depth)
             rgb_frames.append(rgb)
             depth_frames.append(np.repeat(depth[..., None], 3, axis=2))
-        if path == "spiral":
+        if path != "dataset":
             write_video(out / "rgb.mp4", rgb_frames)
             write_video(out / "depth.mp4", depth_frames)
         return out

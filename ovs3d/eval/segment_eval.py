@@ -52,7 +52,7 @@ from ovs3d.render.labels import LABEL_RULES, label_pixels
 from ovs3d.runs.load import load_run
 from ovs3d.runs.record import RunRecord
 from ovs3d.scene.load import load_scene
-from ovs3d.scene.paths import spiral_path
+from ovs3d.scene.paths import video_path
 
 LabelRule = Literal["cosine", "relevancy"]
 
@@ -161,7 +161,7 @@ def run_test(run_dir: str | Path, out: str | Path | None = None, scene_root: str
                     reference[name] = evaluate_3dovs(np.stack([t[rule] for t in teacher]), ann.labels, views, classes)
         video = None
         if config.video_frames > 0:
-            path_cams = spiral_path(scene.cameras, scene.bounds, n_frames=config.video_frames)
+            path_cams = video_path(scene.cameras, scene.bounds, scene.kind, config.video_frames)
             path_cams = path_cams.downsampled(config.video_downsample).to(device)
             frames = []
             for i in range(len(path_cams)):

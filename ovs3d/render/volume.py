@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from ovs3d.field.base import RadianceField, composite
-from ovs3d.render.samplers import stratified_samples
+from ovs3d.render.samplers import ray_samples
 
 
 @dataclass
@@ -75,7 +75,7 @@ def march(field: RadianceField, origins: torch.Tensor, dirs: torch.Tensor, step:
         weight_threshold: keep samples with weight > threshold; a negative value keeps every sample.
     """
     n_rays = origins.shape[0]
-    t, valid, _, t_far = stratified_samples(origins, dirs, field.box, step, generator)
+    t, valid, _, t_far = ray_samples(field.space, origins, dirs, field.box, step, generator)
     n_per_ray = t.shape[1]
     flat = valid.reshape(-1).nonzero().squeeze(1)                       # [K] indices into [B * S]
     n_candidates = int(flat.shape[0])

@@ -8,6 +8,7 @@ from typing import Literal
 from ovs3d.errors import InputError
 from ovs3d.scene.colmap import load_colmap
 from ovs3d.scene.llff import load_llff
+from ovs3d.scene.masks import read_object_masks
 from ovs3d.scene.nerfstudio import load_nerfstudio
 from ovs3d.scene.scene import Scene
 
@@ -23,6 +24,8 @@ def load_scene(root: str | Path, downsample: float = 1.0, holdout_every: int = 0
         holdout_every: hold out every n-th image for evaluation (0: none, all images train).
         kind: the scene type; ``auto`` detects it from the camera layout.
         load_annotations: read ``segmentations/`` when present.
+
+    ``masks/`` (object masks, ``scene/masks.py``) is read whenever present.
     """
     root = Path(root)
     if root.exists() and not root.is_dir():
@@ -30,11 +33,11 @@ def load_scene(root: str | Path, downsample: float = 1.0, holdout_every: int = 0
     if not root.is_dir():
         raise InputError(root, "the scene folder does not exist", "pass the path of a scene folder")
     options = dict(downsample=downsample, holdout_every=holdout_every, kind=kind, load_annotations=load_annotations)
-    if (root / "poses_bounds.npy").exists():
-        return load_llff(root, **options)
-    if (root / "transforms.json").exists():
-        return load_nerfstudio(root, **options)
-    if (root / "sparse" / "0").is_dir():
-        return load_colmap(root, **options)
+    loaders = [("poses_bounds.npy", load_llff), ("transforms.json", load_nerfstudio), ("sparse/0", load_colmap)]
+    for pose_file, loader in loaders:
+        if (root / pose_file).exists():
+            scene = loader(root, **options)
+            scene.object_masks = read_object_masks(root, scene.image_paths, (scene.width, scene.height))
+            return scene
     raise InputError(root, "no camera poses found (expected poses_bounds.npy, transforms.json or sparse/0)",
                      "run `ovs3d process-data --images <photos> --out <scene>` to compute poses")

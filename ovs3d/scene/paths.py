@@ -1,9 +1,12 @@
-"""Camera paths for videos: the LLFF spiral (method spec section 2.7)."""
+"""Camera paths for videos: the LLFF spiral (method spec section 2.7) for forward-facing captures, an orbit
+for 360-degree ones (``video_path`` picks by the scene type)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from typing import Literal
 
 from ovs3d.scene.cameras import Cameras
 from ovs3d.scene.normalize import average_pose
@@ -42,3 +45,37 @@ def spiral_path(cameras: Cameras, bounds: np.ndarray, n_frames: int = 120, rotat
     c2w_path = torch.tensor(np.stack(poses), dtype=torch.float32)
     first = cameras[0]
     return Cameras(c2w_path, first.fx[0], first.fy[0], first.cx[0], first.cy[0], cameras.width, cameras.height)
+
+
+def orbit_path(cameras: Cameras, n_frames: int = 120) -> Cameras:
+    """An orbit for 360-degree captures (poses in the 360 normalisation: look-at centre at the origin, +y up).
+
+    The ellipse through the camera centres: in the horizontal plane (x, z), centre m = mean of the centres,
+    axes e_1, e_2 and semi-axes a_k = sqrt(2 lambda_k) from the eigen-decomposition of their covariance
+    (points spread evenly on an ellipse have variance a^2 / 2 along each axis); height = mean y. Frame k at
+    theta = 2 pi k / n sits at m + a_1 cos(theta) e_1 + a_2 sin(theta) e_2 and looks at the origin, +y up.
+    """
+    centers = cameras.c2w[:, :, 3].double().cpu().numpy()
+    flat = centers[:, [0, 2]]
+    mean = flat.mean(0)
+    eigvals, eigvecs = np.linalg.eigh(np.cov((flat - mean).T, bias=True) if len(flat) > 1 else np.eye(2))
+    semi = np.sqrt(2 * np.clip(eigvals, 1e-12, None))
+    height = centers[:, 1].mean()
+    poses = []
+    for theta in np.linspace(0.0, 2 * np.pi, n_frames + 1)[:-1]:
+        x, z = mean + semi[0] * np.cos(theta) * eigvecs[:, 0] + semi[1] * np.sin(theta) * eigvecs[:, 1]
+        poses.append(look_at(np.array([x, height, z]), np.zeros(3), np.array([0.0, 1.0, 0.0])))
+    first = cameras[0]
+    return Cameras(torch.tensor(np.stack(poses), dtype=torch.float32), first.fx[0], first.fy[0], first.cx[0],
+                   first.cy[0], cameras.width, cameras.height)
+
+
+PathName = Literal["video", "spiral", "orbit"]
+
+
+def video_path(cameras: Cameras, bounds: np.ndarray, kind: str, n_frames: int = 120, name: PathName = "video"
+               ) -> Cameras:
+    """The camera path ``name``; ``video`` = the scene's own: the spiral for ``kind`` forward, else the orbit."""
+    if name == "video":
+        name = "spiral" if kind == "forward" else "orbit"
+    return spiral_path(cameras, bounds, n_frames) if name == "spiral" else orbit_path(cameras, n_frames)

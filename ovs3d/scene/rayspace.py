@@ -15,10 +15,24 @@ Kinds:
 focal fx of camera 0 used for both axes, near plane 1), box (-2, -2, -1)..(2, 2, 1) as in the
 authors' code; t in [0, 1] spans NDC depth [-1, 1].
 
-``box`` (object-centric captures): world rays, an axis-aligned world box around the content.
+``box`` (object-centric captures with object masks): world rays, an axis-aligned world box around the
+content (the cube of the framing sphere, below, when masks remove the background).
 
-``contracted`` (unbounded 360-degree captures): the slot of the mip-NeRF 360 contraction; it is
-refused with a clear error until it is built.
+``contracted`` (unbounded 360-degree captures): rays in units of the region of interest ``radius``
+(x' = x / radius, the 360 normalisation already put its centre at the origin), then mip-NeRF 360's
+contraction with the L-infinity norm (grid-friendly, as nerfstudio's ``SceneContraction``):
+
+    contract(x) = x                                  if ||x||_inf <= 1
+                  (2 - 1 / ||x||_inf) x / ||x||_inf  otherwise
+
+the identity inside the unit cube, continuous, and onto the open cube (-2, 2)^3: the grid, its
+occupancy and the VM planes live there (box (-2, -2, -2)..(2, 2, 2)). Along a ray far away
+||contract(x)|| ~ 2 - 1/t, so samples equally spaced in contracted space (``render/samplers.py``) are
+uniform in t inside the unit cube and uniform in disparity 1/t beyond it; the outer shell of the cube
+holds the far background ("sky") as ordinary learned samples.
+
+The region of interest is the framing sphere: the sphere around the look-at centre that exactly fills the
+narrower field of view of a camera at the median camera distance, radius = median_i ||c_i|| sin(fov / 2).
 """
 
 from __future__ import annotations
@@ -43,6 +57,8 @@ class RaySpace:
 
     box: tuple[tuple[float, float, float], tuple[float, float, float]]
     name: ClassVar[str] = "world"
+    unbounded: ClassVar[bool] = False
+    """True when rays do not end at the box (the sampler then spaces samples in grid coordinates)."""
 
     def box_tensor(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """[2, 3] float32 (min, max) corners of the grid coordinates."""
@@ -81,13 +97,57 @@ class BoxSpace(RaySpace):
     name: ClassVar[str] = "box"
 
 
+CONTRACTED_BOX = ((-2.0, -2.0, -2.0), (2.0, 2.0, 2.0))
+
+
+def contract(x: torch.Tensor) -> torch.Tensor:
+    """L-infinity scene contraction of points [..., 3] (module docstring): into the open cube (-2, 2)^3."""
+    norm = x.abs().amax(-1, keepdim=True)
+    outside = norm > 1
+    safe = norm.clamp_min(1.0)
+    return torch.where(outside, (2 - 1 / safe) * x / safe, x)
+
+
+@dataclass(frozen=True)
+class ContractedSpace(RaySpace):
+    """Unbounded scenes: world rays divided by ``radius`` (the region of interest becomes the unit ball),
+    then ``contract``; the far end of a ray is where it leaves the cube ||x||_inf <= ``far``."""
+
+    box: tuple[tuple[float, float, float], tuple[float, float, float]] = CONTRACTED_BOX
+    radius: float = 1.0
+    far: float = 64.0
+    name: ClassVar[str] = "contracted"
+    unbounded: ClassVar[bool] = True
+
+    def rays(self, cameras: Cameras, view: torch.Tensor, u: torch.Tensor, v: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        origins, dirs = cameras.rays(view, u, v)
+        return origins / self.radius, dirs / self.radius
+
+    def warp(self, xyz: torch.Tensor) -> torch.Tensor:
+        return contract(xyz)
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "radius": self.radius, "far": self.far}
+
+
 def space_from_dict(values: dict) -> RaySpace:
     """The ray space stored by ``RaySpace.to_dict`` (in a checkpoint)."""
     box = tuple(tuple(float(x) for x in corner) for corner in values["box"])
+    name = values.get("name")
+    if name == "contracted":
+        return ContractedSpace(box=box, radius=float(values["radius"]), far=float(values["far"]))
     kinds = {"ndc": NDCSpace, "box": BoxSpace}
-    if values.get("name") not in kinds:
-        raise ValueError(f"unknown ray space {values.get('name')!r}")
-    return kinds[values["name"]](box=box)
+    if name not in kinds:
+        raise ValueError(f"unknown ray space {name!r}")
+    return kinds[name](box=box)
+
+
+def framing_radius(cameras: Cameras) -> float:
+    """Radius of the framing sphere (module docstring): median camera distance to the origin (the 360
+    normalisation's look-at centre) times sin of half the narrower field of view."""
+    half_fov = float(torch.atan(torch.minimum(cameras.width / (2 * cameras.fx), cameras.height / (2 * cameras.fy))).min())
+    return float(cameras.centers.norm(dim=-1).median()) * float(np.sin(half_fov))
 
 
 def content_box(cameras: Cameras, bounds: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -106,18 +166,28 @@ def content_box(cameras: Cameras, bounds: np.ndarray) -> tuple[tuple[float, ...]
     return tuple(pts.amin(0).tolist()), tuple(pts.amax(0).tolist())
 
 
+def object_box(cameras: Cameras, margin: float = 1.2) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The cube around the framing sphere (``margin`` times its radius) at the look-at centre (the origin)."""
+    r = margin * framing_radius(cameras)
+    return (-r, -r, -r), (r, r, r)
+
+
 def choose_space(scene: Scene, name: SpaceName = "auto") -> tuple[RaySpace, str]:
     """The ray space of ``scene`` and the reason it was chosen. ``auto``: forward-facing captures
-    (``scene.kind``, from ``scene/layout.py``'s detector) -> ndc; cameras around the content -> contracted."""
+    (``scene.kind``, from ``scene/layout.py``'s detector) -> ndc; cameras around the content with object
+    masks -> box (the masks remove the background); without masks -> contracted."""
     if name == "auto":
         if scene.kind == "forward":
             return NDCSpace(), "ndc: every camera looks the same way (forward-facing capture)"
-        name, reason = "contracted", "contracted: the cameras surround the content (360-degree capture)"
+        if scene.object_masks is not None:
+            name, reason = "box", "box: the cameras surround the content and masks/ removes the background"
+        else:
+            name, reason = "contracted", "contracted: the cameras surround the content (360-degree capture)"
     else:
         reason = f"{name}: chosen with --reconstruct.space"
     if name == "ndc":
         return NDCSpace(), reason
     if name == "box":
-        return BoxSpace(box=content_box(scene.cameras, scene.bounds)), reason
-    raise InputError(scene.root, f"this scene needs the contracted ray space ({reason}), which is not built yet",
-                     "pass a forward-facing capture, or --reconstruct.space box for an object-centric one")
+        box = object_box(scene.cameras) if scene.object_masks is not None else content_box(scene.cameras, scene.bounds)
+        return BoxSpace(box=box), reason
+    return ContractedSpace(radius=framing_radius(scene.cameras)), reason

@@ -29,6 +29,7 @@ class Scene:
         train_views / test_views: image indices; test_views is empty unless a hold-out was asked for.
         annotations: ground-truth masks, or None when the scene has none.
         classes: the class prompts (from ``segmentations/classes.txt`` or given), or empty.
+        object_masks: [N, H, W] float32 object masks in [0, 1] (``scene/masks.py``), or None.
     """
 
     root: Path
@@ -41,6 +42,7 @@ class Scene:
     test_views: list[int] = field(default_factory=list)
     annotations: Annotations | None = None
     classes: list[str] = field(default_factory=list)
+    object_masks: np.ndarray | None = None
 
     @property
     def n_images(self) -> int:

@@ -1,4 +1,4 @@
-"""The embedded synthetic scene: a procedural forward-facing tabletop with exact ground truth.
+"""The embedded synthetic scene: a procedural tabletop with exact ground truth, forward-facing or 360.
 
 Five objects of distinct colours and materials stand on a wooden floor (the plane y = 0) in front of
 a stone wall (the plane z = -8.5), lit by one directional light with hard shadows. An LLFF-like grid
@@ -6,7 +6,12 @@ of nearby cameras (about 3 units above the floor, looking down ~27 degrees at th
 scene) sees the objects at depths of roughly 4 to 8 units, the floor from depth ~3.6 (the near
 bound) and the wall behind them (far bound ~9.7). The back objects show above the front ones. Every
 pixel-centre ray hits exactly one of the 7 primitives, so the class masks partition each image as in
-the 3D-OVS dataset. Rendering is ``ovs3d.scene.raytrace`` (exact intersections, Lambert + ambient +
+the 3D-OVS dataset.
+
+``layout="360"``: the same five objects stand on a ring of radius ~1.3 around the origin, inside a room
+of four stone walls (the planes |x| = |z| = ROOM_HALF, one class), and the cameras circle them on a ring
+of radius ~5.5 at height ~2.5 (evenly spread over 360 degrees, jittered), all looking at the middle:
+every object is seen from all sides. Rendering is ``ovs3d.scene.raytrace`` (exact intersections, Lambert + ambient +
 specular, solid procedural textures).
 
 Output (the 3D-OVS / LLFF layout, loadable by ``ovs3d.scene.load.load_scene``)::
@@ -32,6 +37,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -51,6 +57,10 @@ FOCAL_PER_WIDTH = 0.8  # horizontal field of view 2 atan(1 / 1.6) = 64 degrees
 # (x, z) of the five object slots: two in front, one in the middle, two at the back, spread sideways
 # so that every object is visible from every camera.
 SLOTS = np.array([[-1.4, -3.6], [1.3, -3.9], [0.0, -5.3], [-1.5, -7.0], [1.5, -6.8]])
+RING_SLOTS = 1.3 * np.stack([np.cos(np.arange(5) * 2 * np.pi / 5), np.sin(np.arange(5) * 2 * np.pi / 5)], 1)
+ROOM_HALF = 8.0
+ORBIT_RADIUS, ORBIT_HEIGHT, ORBIT_TARGET = 5.5, 2.5, np.array([0.0, 0.4, 0.0])
+Layout = Literal["forward", "360"]
 
 
 @dataclass
@@ -69,11 +79,13 @@ class SyntheticConfig:
     """Number of views with class masks, evenly spread over the image indices."""
     supersample: int = 2
     """Images average ss x ss rays per pixel (masks and depth always use the pixel-centre ray)."""
+    layout: Layout = "forward"
+    """forward: the LLFF-like camera grid in front of a wall; 360: cameras on a ring around the objects."""
 
 
-def _objects(rng: np.random.Generator) -> list[dict]:
-    """The five objects, placed in shuffled slots with jittered position, size and colour."""
-    slots = SLOTS[rng.permutation(len(SLOTS))] + rng.uniform(-0.2, 0.2, size=(len(SLOTS), 2))
+def _objects(rng: np.random.Generator, slots: np.ndarray) -> list[dict]:
+    """The five objects, placed in shuffled ``slots`` [5, 2] (x, z) with jittered position, size and colour."""
+    slots = slots[rng.permutation(len(slots))] + rng.uniform(-0.2, 0.2, size=(len(slots), 2))
 
     def size(value: float) -> float:
         return float(value * rng.uniform(0.9, 1.1))
@@ -108,14 +120,27 @@ def _objects(rng: np.random.Generator) -> list[dict]:
     return objs
 
 
-def scene_primitives(seed: int) -> list[dict]:
-    """All 7 primitives (5 objects, floor, wall) of the scene for ``seed``; each dict has a ``prompt``."""
+def scene_primitives(seed: int, layout: Layout = "forward") -> list[dict]:
+    """The primitives of the scene for ``seed``: 5 objects, the floor and the wall (forward) or the four
+    walls of the room (360); each dict has a ``prompt`` (the four walls share one, so 7 classes either way)."""
     rng = np.random.default_rng(seed)
     floor = dict(prompt="brown wooden floor", shape="plane", point=[0.0, FLOOR_Y, 0.0], normal=[0.0, 1.0, 0.0],
                  material="wood", texture="wood", color=[0.6, 0.4, 0.22])
-    wall = dict(prompt="grey stone wall", shape="plane", point=[0.0, 0.0, WALL_Z], normal=[0.0, 0.0, 1.0],
-                material="stone", texture="stone", color=[0.55, 0.55, 0.57])
-    return _objects(rng) + [floor, wall]
+
+    def wall(point: list[float], normal: list[float]) -> dict:
+        return dict(prompt="grey stone wall", shape="plane", point=point, normal=normal, material="stone",
+                    texture="stone", color=[0.55, 0.55, 0.57])
+
+    if layout == "forward":
+        return _objects(rng, SLOTS) + [floor, wall([0.0, 0.0, WALL_Z], [0.0, 0.0, 1.0])]
+    h = ROOM_HALF
+    walls = [wall([-h, 0, 0], [1, 0, 0]), wall([h, 0, 0], [-1, 0, 0]), wall([0, 0, -h], [0, 0, 1]), wall([0, 0, h], [0, 0, -1])]
+    return _objects(rng, RING_SLOTS) + [floor] + walls
+
+
+def class_prompts(prims: list[dict]) -> list[str]:
+    """The distinct prompts of ``prims`` in first-appearance order (the scene's classes)."""
+    return list(dict.fromkeys(p["prompt"] for p in prims))
 
 
 def camera_grid(n_views: int, rng: np.random.Generator) -> np.ndarray:
@@ -131,6 +156,18 @@ def camera_grid(n_views: int, rng: np.random.Generator) -> np.ndarray:
         center = np.array([xs[k % cols], CAMERA_HEIGHT + ys[k // cols], 0.0]) + rng.uniform(-0.05, 0.05, 3)
         target = LOOK_AT + rng.uniform(-0.05, 0.05, 3)
         poses.append(look_at(center, target, np.array([0.0, 1.0, 0.0])))
+    return np.stack(poses)
+
+
+def camera_ring(n_views: int, rng: np.random.Generator) -> np.ndarray:
+    """[N, 3, 4] camera-to-world matrices on a ring of radius ORBIT_RADIUS at height ORBIT_HEIGHT, at evenly
+    spread angles (jittered by up to 3 degrees, radius and height by up to 0.2), looking at ORBIT_TARGET, +y up."""
+    poses = []
+    for k in range(n_views):
+        angle = 2 * np.pi * k / n_views + rng.uniform(-0.05, 0.05)
+        radius, height = ORBIT_RADIUS + rng.uniform(-0.2, 0.2), ORBIT_HEIGHT + rng.uniform(-0.2, 0.2)
+        center = np.array([radius * np.sin(angle), height, radius * np.cos(angle)])
+        poses.append(look_at(center, ORBIT_TARGET, np.array([0.0, 1.0, 0.0])))
     return np.stack(poses)
 
 
@@ -193,12 +230,14 @@ def _publish(tmp: Path, out: Path) -> None:
 
 def write_scene(cfg: SyntheticConfig, folder: Path) -> None:
     """Render the scene of ``cfg`` and write all its files into the existing empty ``folder``."""
-    prims = scene_primitives(cfg.seed)
+    prims = scene_primitives(cfg.seed, cfg.layout)
     focal = FOCAL_PER_WIDTH * cfg.width
-    c2w = camera_grid(cfg.n_views, np.random.default_rng([cfg.seed, 1]))
+    cameras = camera_grid if cfg.layout == "forward" else camera_ring
+    c2w = cameras(cfg.n_views, np.random.default_rng([cfg.seed, 1]))
     annotated = annotated_view_indices(cfg.n_views, cfg.n_annotated)
     digits = max(2, len(str(cfg.n_views - 1)))
-    prompts = [p["prompt"] for p in prims]
+    prompts = class_prompts(prims)
+    prim_class = np.array([prompts.index(p["prompt"]) for p in prims])
     seg = folder / "segmentations"
     seg.mkdir(parents=True)
     (folder / "depth").mkdir()
@@ -213,7 +252,7 @@ def write_scene(cfg: SyntheticConfig, folder: Path) -> None:
         np.save(folder / "depth" / f"{name}.npy", depth.astype(np.float32))
         if view in annotated:
             for k, prompt in enumerate(prompts):
-                write_png(seg / name / f"{prompt}.png", np.where(index == k, 255, 0).astype(np.uint8))
+                write_png(seg / name / f"{prompt}.png", np.where(prim_class[index] == k, 255, 0).astype(np.uint8))
         right, up, back, center = c2w[view].T
         llff = np.stack([-up, right, back, center, [cfg.height, cfg.width, focal]], axis=1)
         rows.append(np.concatenate([llff.reshape(-1), [depth.min(), depth.max()]]))
@@ -227,12 +266,13 @@ def write_scene(cfg: SyntheticConfig, folder: Path) -> None:
 
 
 def make_synthetic_scene(out: str | Path, seed: int = 0, n_views: int = 24, width: int = 160, height: int = 120,
-                         n_annotated: int = 4, supersample: int = 2, overwrite: bool = False) -> Path:
+                         n_annotated: int = 4, supersample: int = 2, overwrite: bool = False,
+                         layout: Layout = "forward") -> Path:
     """Render the synthetic scene into ``out`` atomically (built beside it, then renamed) and return ``out``.
 
     Refuses (InputError) a non-empty existing ``out`` unless ``overwrite``."""
     cfg = SyntheticConfig(seed=seed, n_views=n_views, width=width, height=height, n_annotated=n_annotated,
-                          supersample=supersample)
+                          supersample=supersample, layout=layout)
     out = Path(out)
     _check_out(out, overwrite)
     if n_views < 2 or width < 16 or height < 16 or n_annotated < 1 or supersample < 1:

@@ -46,7 +46,7 @@ from ovs3d.runs.store import CHECKPOINT, check_fresh, generator_section, optimiz
     write_config, write_run
 from ovs3d.scene.cameras import Cameras
 from ovs3d.scene.load import load_scene
-from ovs3d.scene.paths import spiral_path
+from ovs3d.scene.paths import video_path
 from ovs3d.scene.rayspace import choose_space
 from ovs3d.scene.scene import Scene
 from ovs3d.train.configs import ReconstructConfig
@@ -98,7 +98,19 @@ class Reconstruction:
             init = torch.Generator().manual_seed(config.seed)
             self.field = TensoRF(space, n_to_reso(config.n_voxel_init, box), config.field, init).to(self.device)
             self._new_optimizer()
+        self.alpha = self._object_alpha()
         self._update_step()
+
+    def _object_alpha(self) -> torch.Tensor | None:
+        """[N, H, W] object masks of a 360 capture with masks/ (``scene/masks.py``), whatever its ray space:
+        the images become m C on black, targets m C + (1 - m) b for the iteration's background b, and
+        evaluation compares against m C rendered on black. None otherwise (forward-facing captures keep their
+        background: statue_504's masks/ are inpainting masks, not a background to remove)."""
+        if self.scene.object_masks is None or self.scene.kind == "forward":
+            return None
+        alpha = torch.from_numpy(self.scene.object_masks).to(self.device)
+        self.images = self.images * alpha[..., None]
+        return alpha
 
     @property
     def total(self) -> int:
@@ -143,14 +155,16 @@ class Reconstruction:
         self.elapsed = float(record.state.get("elapsed_s", 0.0))
 
     # ---------------------------------------------------------------------------------------- training
-    def sample_batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(origins, dirs, rgb) for ``batch_size`` uniformly drawn training pixels."""
+    def sample_batch(self, batch_size: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(origins, dirs, rgb, object alpha or None) for ``batch_size`` uniformly drawn training pixels."""
         g, dev = self.generator, self.device
         view = self.train_views[torch.randint(len(self.train_views), (batch_size,), generator=g, device=dev)]
         col = torch.randint(self.scene.width, (batch_size,), generator=g, device=dev)
         row = torch.randint(self.scene.height, (batch_size,), generator=g, device=dev)
         origins, dirs = self.field.space.rays(self.cameras, view, col.float() + 0.5, row.float() + 0.5)
-        return origins, dirs, self.images[view, row, col]
+        rgb = self.images[view, row, col]
+        return origins, dirs, rgb, (self.alpha[view, row, col] if self.alpha is not None else None)
 
     def train_step(self, skip_empty: bool | None = None, weight_threshold: float | None = None) -> dict[str, float]:
         """One optimisation step at ``self.iteration`` (schedule applied after it); returns loss and PSNR."""
@@ -158,8 +172,10 @@ class Reconstruction:
         decay = self.gamma ** (it - self.reset_iteration)
         for group, lr0 in zip(self.optimizer.param_groups, self.initial_lrs):
             group["lr"] = lr0 * decay
-        origins, dirs, target = self.sample_batch(cfg.batch_size)
+        origins, dirs, target, alpha = self.sample_batch(cfg.batch_size)
         white = float(torch.rand((), generator=self.generator, device=self.device)) < cfg.white_background_prob
+        if alpha is not None and white:
+            target = target + (1 - alpha)[:, None]
         out = render_rays(self.field, origins, dirs, self.step, background=1.0 if white else 0.0,
                           generator=self.generator,
                           skip_empty=cfg.skip_empty if skip_empty is None else skip_empty,
@@ -239,13 +255,15 @@ class Reconstruction:
 
     @torch.no_grad()
     def render_spiral(self) -> Path | None:
-        """The spiral video (renders/spiral.mp4, or .gif without ffmpeg); None when video_frames is 0."""
+        """The video along the scene's path (renders/spiral.mp4 for forward-facing scenes, renders/orbit.mp4
+        for 360 ones; .gif without ffmpeg); None when video_frames is 0."""
         if self.config.video_frames <= 0:
             return None
-        path = spiral_path(self.scene.cameras, self.scene.bounds, self.config.video_frames)
+        name = "spiral" if self.scene.kind == "forward" else "orbit"
+        path = video_path(self.scene.cameras, self.scene.bounds, self.scene.kind, self.config.video_frames, name)
         path = path.downsampled(self.config.video_downsample).to(self.device)
         frames = [to_uint8(self.render_image(path, i)["rgb"].cpu().numpy()) for i in range(len(path))]
-        return write_video(self.out / "renders" / "spiral.mp4", frames)
+        return write_video(self.out / "renders" / f"{name}.mp4", frames)
 
 
 def reconstruct(scene: str | Path, out: str | Path, config: ReconstructConfig, resume: bool = False,
