@@ -272,7 +272,7 @@ def process_data(out: str | Path, images: str | Path | None = None, video: str |
         shutil.rmtree(scratch, ignore_errors=True)
         shutil.rmtree(build, ignore_errors=True)
     print(f"scene written to {out}: {len(report.registered)} posed photos, scene type {report.kind} "
-          "(detected from the camera layout; loaders accept kind='forward' or '360' to override)", flush=True)
+          "(detected from the camera layout; it decides the ray space: ndc for forward-facing, contracted for 360, box for 360 with masks/)", flush=True)
     return report
 
 
