@@ -31,7 +31,7 @@ import torch
 
 from ovs3d.scene.rayspace import RaySpace
 
-CANDIDATES = 128
+CANDIDATES = 256
 T_MIN = 1e-2
 
 
