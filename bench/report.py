@@ -41,6 +41,12 @@ def reconstruct_rows(r: dict) -> list[Row]:
         rows.append(("Stage 1, authors' \"small\" setting (batch 1024, 64^3 -> 128^3, 600 iters)",
                      f"{s['seconds_per_iteration']:.3f} s/iter, peak RSS {s['peak_rss_gb']:.2f} GB",
                      "authors 0.30-0.47 s/iter, 5.7 GB", "reconstruct"))
+    if "hotpath" in p:
+        h = p["hotpath"]
+        rows.append(("Stage 1 hot path vs the old one, same process (small setting's final grid 128^3)",
+                     f"{h['ours_seconds_per_iteration']:.2f} s/iter ({h['ours_precision']} shading, fused Adam); "
+                     f"shading MLP bf16/fp32 {h['shading_mlp_ratio_bf16_over_fp32']:.2f}x",
+                     f"old {h['old_seconds_per_iteration']:.2f} s/iter ({h['ratio_ours_over_old']:.2f}x)", "reconstruct"))
     if "paper-final" in p:
         f = p["paper-final"]
         rows.append(("Stage 1 at the paper's final grid (640^3 voxels, batch 4096)",

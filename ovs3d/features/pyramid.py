@@ -49,7 +49,7 @@ class PyramidConfig:
     seed: int = 0
     """Seed of the jitter; image i uses the stream (seed, i), so results do not depend on the order."""
     batch_size: int = 0
-    """Crops per encoder forward pass (0: the encoder's own ``batch_size``, the fastest on its device)."""
+    """Crops per encoder forward pass (0: the encoder's own ``batch_size``; on a CPU calibrated on first use)."""
 
 
 def patch_sides(width: int, height: int, divisors: tuple[int, ...]) -> list[int]:
