@@ -70,7 +70,8 @@ def extract_rows(r: dict) -> list[Row]:
              f"{speeds}; default here {default}",
              f"one crop at a time {t['one_crop_at_a_time_pil_fp32']['seconds_per_crop']:.2f} s; authors 0.32 s; "
              f"target 0.08 s", "extract"),
-            ("Extraction fast paths against fp32 (random ViT-B/16 CLIP and ViT-B/8 DINO)", guards,
+            ("Extraction fast paths against fp32 (random ViT-B/16 CLIP and ViT-B/8 DINO)",
+             f"{guards}; default here: CLIP {default}, DINO {d['default_precision_here']}",
              "cosine >= 0.998, argmax agreement >= 99 % for paths on by default", "extract"),
             ("Feature cache on disk per view (fern, 504x378)",
              f"{s['bytes_per_view']['ours_fp16_store_stride_2'] / 1e6:.0f} MB",

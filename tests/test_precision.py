@@ -20,6 +20,7 @@ def test_auto_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr("ovs3d.device.cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
     assert precision.resolve("auto", cpu) == "bf16" and precision.resolve("fp32", cpu) == "fp32"
+    assert precision.resolve("auto", cpu, auto_bf16=False) == "fp32"  # DINO's auto
     monkeypatch.setattr("ovs3d.device.cpu_flags", lambda: frozenset({"avx2", "fma"}))
     assert precision.resolve("auto", cpu) == "fp32"
     assert precision.resolve("auto", torch.device("cuda")) == "fp16"

@@ -89,7 +89,7 @@ class TimmDinoExtractor:
             raise InputError(None, f"timm model '{config.model}' has no forward_intermediates",
                              "use a timm ViT, e.g. vit_base_patch8_224.dino")
         self.device = torch.device(device)
-        self.precision = precision.resolve(config.precision, self.device)
+        self.precision = precision.resolve(config.precision, self.device, auto_bf16=False)  # see precision.py
         self.model = precision.prepare(model, self.precision, self.device)
         patch = model.patch_embed.patch_size
         self.stride = int(patch[0] if isinstance(patch, (tuple, list)) else patch)

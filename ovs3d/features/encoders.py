@@ -96,8 +96,8 @@ class DinoConfig:
     weights: Path | None = None
     """Local weights file (safetensors or .pth/.bin state dict); skips the hub."""
     precision: Precision = "auto"
-    """Compute precision (features/precision.py); auto = fp16 on CUDA, bf16 on a CPU with native bf16,
-    fp32 elsewhere; fp32 forces full precision; int8 = dynamic int8 linear layers (CPU)."""
+    """Compute precision (features/precision.py); auto = fp16 on CUDA, fp32 elsewhere (bf16 is opt-in: DINO
+    is about 1 % of an extraction); int8 = dynamic int8 linear layers (CPU)."""
 
 
 def dino_stride(config: DinoConfig) -> int:
