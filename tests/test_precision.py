@@ -50,8 +50,7 @@ def test_fast_paths_follow_fp32_on_tiny_clip(tiny_clip_weights, name):
     crops = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     cos = torch.cosine_similarity(fast.encode_images(crops), ref.encode_images(crops), dim=1)
     assert cos.min() > 0.99
-    text = torch.cosine_similarity(fast.encode_texts(["a red ball"]), ref.encode_texts(["a red ball"]), dim=1)
-    assert text.min() > 0.99
+    assert torch.equal(fast.encode_texts(["a red ball"]), ref.encode_texts(["a red ball"]))  # text tower: fp32
 
 
 def old_hierarchy(image, encoder, config, image_index, batch_size):

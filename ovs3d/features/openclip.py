@@ -104,7 +104,7 @@ class OpenClipEncoder:
             raise mismatch_error(checkpoint, exc, config.model, MODEL_OPTION, WEIGHTS_OPTION) from exc
         self.device = torch.device(device)
         self.precision = precision.resolve(config.precision, self.device)
-        self.model = precision.prepare(model, self.precision, self.device, int8_part="visual")
+        self.model = precision.prepare(model, self.precision, self.device, fast_part="visual")
         # A GPU wants large batches; on a CPU the fastest is calibrated on first use (``batch_size``).
         self._batch_size = None if self.device.type == "cpu" else 256
         self.tokenizer = open_clip.get_tokenizer(config.model)
@@ -159,5 +159,4 @@ class OpenClipEncoder:
     @torch.no_grad()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         """C prompts (verbatim) -> [C, D] float32 text embeddings (not normalised)."""
-        with precision.autocast(self.precision, self.device):
-            return self.model.encode_text(self.tokenize(texts)).float()
+        return self.model.encode_text(self.tokenize(texts)).float()   # fp32 (precision.prepare)

@@ -9,8 +9,10 @@
   casts an fp32 weight again at every call (its cast cache only holds trainable leaves): with fp32
   weights the autocast forward of ViT-B/16 was slower than fp32 on the 2-core dev machine.
 - ``int8`` (CPU): dynamic int8 quantisation of the Linear layers of the image network (int8 weights,
-  activations quantised per batch at run time; fbgemm, VNNI where the CPU has it); everything else
-  fp32 (CLIP's text tower too: a few prompts per run).
+  activations quantised per batch at run time; fbgemm, VNNI where the CPU has it); everything else fp32.
+
+bf16 and int8 apply to the image network only: CLIP's text tower stays fp32 (a few prompts per run), so
+the text embeddings the crops are compared with are the fp32 ones.
 
 ``auto`` is fp16 on CUDA, bf16 on a CPU with native bf16 dot products (``device.fast_bf16``) and fp32
 elsewhere; for DINO it stays fp32 on every CPU: one forward pass per image is about 1 % of an
@@ -45,22 +47,22 @@ def resolve(precision: Precision, device: torch.device, auto_bf16: bool = True) 
     return precision
 
 
-def prepare(model: nn.Module, precision: str, device: torch.device, int8_part: str = "") -> nn.Module:
+def prepare(model: nn.Module, precision: str, device: torch.device, fast_part: str = "") -> nn.Module:
     """``model`` in eval mode without gradients, on ``device``, with its weights set up for
-    ``precision`` (a resolved name, see ``resolve``); int8 quantises the Linear layers of the submodule
-    named ``int8_part`` (default: the whole model), e.g. CLIP's image tower only."""
+    ``precision`` (a resolved name, see ``resolve``). bf16 and int8 apply to the submodule named
+    ``fast_part`` (default: the whole model), e.g. CLIP's image tower: the rest stays fp32."""
     model = model.eval().requires_grad_(False).to(device, torch.float32)
     if precision == "fp16":
         return model.half()
+    part = model.get_submodule(fast_part)
     if precision == "bf16":
-        for module in model.modules():
+        for module in part.modules():
             if isinstance(module, MATRIX_LAYERS):
                 module.to(torch.bfloat16)
     elif precision == "int8":
         with warnings.catch_warnings():  # torch.ao's deprecation notice, once per model
             warnings.simplefilter("ignore")
-            torch.ao.quantization.quantize_dynamic(model.get_submodule(int8_part), {nn.Linear}, dtype=torch.qint8,
-                                                   inplace=True)
+            torch.ao.quantization.quantize_dynamic(part, {nn.Linear}, dtype=torch.qint8, inplace=True)
     return model
 
 
