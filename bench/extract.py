@@ -212,7 +212,8 @@ def disk_and_load(work: Path, n_views: int, n_float32: int, h: int, w: int, name
     theirs_dir.mkdir(parents=True)
     full = normalize(torch.randn(3, 512, h, w, generator=gen), dim=1)
     stored = store_grid(full, 2).numpy()
-    meta = {"key": {"bench": 1}, "images": [{"name": n} for n in names[:n_views]], "shape": list(stored.shape)}
+    meta = {"key": {"bench": 1}, "encoder": "bench (random maps)", "images": [{"name": n} for n in names[:n_views]],
+            "shape": list(stored.shape)}
     paths = [Path(n) for n in names[:n_views]]
     cache.fill_cache(ours_dir, meta, paths, tuple(stored.shape), lambda i: stored)
     stride1 = ours_dir / "stride1.npy"
