@@ -16,9 +16,9 @@ the text embeddings the crops are compared with are the fp32 ones.
 
 ``auto`` is fp16 on CUDA, bf16 on a CPU with native bf16 dot products (``device.fast_bf16``) and fp32
 elsewhere; for DINO it stays fp32 on every CPU (bf16 on request): one forward pass per image is about
-1 % of an extraction, and on random-weight ViT-B/8, whose cells are nearly parallel, bf16 flipped
-1.7 % of the per-cell argmax over Gaussian directions in a ``bench.extract`` run (cosine 0.99996),
-more than the guard's 1 %. The precision guard (embedding cosine and per-pixel argmax agreement of
+1 % of an extraction, and on random-weight ViT-B/8 bf16 flipped 1.7 % of the per-cell argmax over 16
+Gaussian directions in ``bench.extract`` (cosine to fp32 >= 0.99996: the flips are cells whose two
+best directions nearly tie), more than the guard's 1 %. The precision guard (embedding cosine and per-pixel argmax agreement of
 every path against fp32 on ViT-B/16 CLIP and ViT-B/8 DINO) is ``python -m bench.extract``.
 """
 
