@@ -46,7 +46,8 @@ def reconstruct_rows(r: dict) -> list[Row]:
         rows.append(("Stage 1 hot path vs the old one, same process (small setting's final grid 128^3)",
                      f"{h['ours_seconds_per_iteration']:.2f} s/iter ({h['ours_precision']} shading, fused Adam); "
                      f"shading MLP bf16/fp32 {h['shading_mlp_ratio_bf16_over_fp32']:.2f}x",
-                     f"old {h['old_seconds_per_iteration']:.2f} s/iter ({h['ratio_ours_over_old']:.2f}x)", "reconstruct"))
+                     f"old {h['old_seconds_per_iteration']:.2f} s/iter ({h['ratio_ours_over_old']:.2f}x; shared CPU: the "
+                     f"process ran {h['process_cpu_seconds'] / h['wall_seconds']:.2f} of its wall time)", "reconstruct"))
     if "paper-final" in p:
         f = p["paper-final"]
         rows.append(("Stage 1 at the paper's final grid (640^3 voxels, batch 4096)",
@@ -63,11 +64,12 @@ def extract_rows(r: dict) -> list[Row]:
     def worst(v: dict) -> str:
         g = v["guard_vs_fp32"]
         agreement = min(a["agreement"] for a in g["argmax_agreement"].values())
-        return f"cosine >= {g['cosine_min']:.4f}, argmax {100 * agreement:.1f} %"
+        return f"cosine >= {g['cosine_min']:.5f}, argmax {100 * agreement:.1f} %"
 
     guards = "; ".join(f"{p}: CLIP {worst(paths[p])}, DINO {worst(d[p])}" for p in paths if p != "fp32")
     return [("CLIP hierarchy extraction (random ViT-B/16), seconds per crop",
-             f"{speeds}; default here {default}",
+             f"{speeds}; default here {default} (1-min load average {r['load_average_1min_at_start']:.1f} on "
+             f"{r['machine']['cpu_cores']} cores: compare within the row)",
              f"one crop at a time {t['one_crop_at_a_time_pil_fp32']['seconds_per_crop']:.2f} s; authors 0.32 s; "
              f"target 0.08 s", "extract"),
             ("Extraction fast paths against fp32 (random ViT-B/16 CLIP and ViT-B/8 DINO)",
