@@ -11,10 +11,15 @@ bench/results/reconstruct.json, so a part can be rerun alone):
     small        the authors' "small" setting (batch 1024, 64^3 -> 128^3, 600 iterations, upsample at
                  150/250/350/450, alpha mask at 200) at fern_504's 504x378 (the authors ran 2016x1512):
                  s/iteration and peak RSS against their 0.30-0.47 s and 5.7 GB.
+    hotpath      the stage-1 hot path against the old one in one process, alternating iteration by iteration:
+                 the authors' small setting at its final grid (128^3, batch 1024, no mask yet), ours (the
+                 config's shading precision, auto = bf16 on a CPU with avx512_bf16, and fused Adam) against
+                 fp32 shading with the per-tensor Adam, same seeds; plus the shading MLP alone at 35.8 k
+                 samples in fp32 and bf16. Ratios, measured on the same machine state.
     paper-final  the trained `cpu` field upsampled to the paper's final voxel count (262,144,000 over its
                  box) and trained a few iterations at batch 4096: s/iteration against their 25 s.
 
-    python -m bench.reconstruct --part all        (or --part cpu|naive|small|paper-final)
+    python -m bench.reconstruct --part all        (or --part cpu|naive|small|hotpath|paper-final)
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from pathlib import Path
 
 from bench.common import RESULTS_DIR, peak_rss_gb, require_shared, write_result
 
-PARTS = ("cpu", "naive", "small", "paper-final")
+PARTS = ("cpu", "naive", "small", "hotpath", "paper-final")
 def authors_small():
     """The authors' "small" stage-1 setting on the paper preset: batch 1024, 64^3 -> 128^3 voxels, 600
     iterations, upsampling at 150/250/350/450, the alpha mask at 200."""
@@ -167,6 +172,42 @@ def part_small(work: Path, threads: int) -> dict:
             "goal": "<= 0.33x their 0.30-0.47 s/iteration and <= 0.3x their 5.7 GB"}
 
 
+def part_hotpath(work: Path, threads: int, n: int = 8) -> dict:
+    import torch
+
+    from ovs3d.field.shading import resolve_precision
+
+    final = 128 ** 3
+    cfg = dataclasses.replace(authors_small(), downsample=1.0, holdout_every=0, video_frames=0, render_eval=False,
+                              n_voxel_init=final, n_voxel_final=final, upsample_iters=(), alpha_mask_iters=(),
+                              n_iters=10 ** 9)
+    scene = require_shared("fern_504")
+    runs = {"ours": reconstruction(scene, work / "hot_ours", cfg, threads),
+            "old": reconstruction(scene, work / "hot_old", dataclasses.replace(cfg, mlp_precision="fp32"), threads)}
+    old = runs["old"]
+    # the old stage-1 optimiser: torch's default Adam (on the CPU, one kernel sequence per tensor)
+    old.optimizer = torch.optim.Adam(old.field.parameter_groups(cfg.lr_grid, cfg.lr_network), betas=(0.9, 0.99))
+    times = {name: [] for name in runs}
+    psnr = {}
+    for i in range(n + 1):
+        for name, run in runs.items():
+            tick = time.perf_counter()
+            psnr[name] = run.train_step()["psnr"]
+            if i > 0:                                              # iteration 0 warms up
+                times[name].append(time.perf_counter() - tick)
+    field = runs["ours"].field
+    mlp = {}
+    for precision in ("fp32", "bf16", "fp32", "bf16"):
+        field.set_shading(precision)
+        mlp.setdefault(precision, []).append(shading_mlp_seconds(field, 35800, repeats=3))
+    ours, before = _mean(times["ours"]), _mean(times["old"])
+    return {"setting": "authors-small at its final grid 128^3, batch 1024, no alpha mask, fern_504",
+            "iterations_timed_each": n, "ours_precision": resolve_precision(cfg.mlp_precision, torch.device("cpu")),
+            "ours_seconds_per_iteration": ours, "old_seconds_per_iteration": before, "ratio_ours_over_old": ours / before,
+            "train_psnr_after": psnr, "shading_mlp_35800_samples_seconds": {k: min(v) for k, v in mlp.items()},
+            "shading_mlp_ratio_bf16_over_fp32": min(mlp["bf16"]) / min(mlp["fp32"]), "peak_rss_gb": peak_rss_gb()}
+
+
 def part_paper_final(work: Path, threads: int, n: int = 3) -> dict:
     from ovs3d.train.configs import preset
     from ovs3d.train.schedule import n_to_reso
@@ -189,7 +230,8 @@ def part_paper_final(work: Path, threads: int, n: int = 3) -> dict:
                     "262,144,000 voxels; the authors' 25 s was at 2418 samples per ray over the full box"}
 
 
-RUNNERS = {"cpu": part_cpu, "naive": part_naive, "small": part_small, "paper-final": part_paper_final}
+RUNNERS = {"cpu": part_cpu, "naive": part_naive, "small": part_small, "hotpath": part_hotpath,
+           "paper-final": part_paper_final}
 
 
 def main() -> None:

@@ -41,6 +41,13 @@ def reconstruct_rows(r: dict) -> list[Row]:
         rows.append(("Stage 1, authors' \"small\" setting (batch 1024, 64^3 -> 128^3, 600 iters)",
                      f"{s['seconds_per_iteration']:.3f} s/iter, peak RSS {s['peak_rss_gb']:.2f} GB",
                      "authors 0.30-0.47 s/iter, 5.7 GB", "reconstruct"))
+    if "hotpath" in p:
+        h = p["hotpath"]
+        rows.append(("Stage 1 hot path vs the old one, same process (small setting's final grid 128^3)",
+                     f"{h['ours_seconds_per_iteration']:.2f} s/iter ({h['ours_precision']} shading, fused Adam); "
+                     f"shading MLP bf16/fp32 {h['shading_mlp_ratio_bf16_over_fp32']:.2f}x",
+                     f"old {h['old_seconds_per_iteration']:.2f} s/iter ({h['ratio_ours_over_old']:.2f}x; shared CPU: the "
+                     f"process ran {h['process_cpu_seconds'] / h['wall_seconds']:.2f} of its wall time)", "reconstruct"))
     if "paper-final" in p:
         f = p["paper-final"]
         rows.append(("Stage 1 at the paper's final grid (640^3 voxels, batch 4096)",
@@ -49,11 +56,25 @@ def reconstruct_rows(r: dict) -> list[Row]:
 
 
 def extract_rows(r: dict) -> list[Row]:
-    t, s = r["throughput"], r["storage"]
+    t, s, d = r["throughput"], r["storage"], r["dino"]
+    paths = t["paths"]
+    default = t["default_precision_here"]
+    speeds = "; ".join(f"{p} {v['seconds_per_crop']:.2f} s (batch {v['batch_size']})" for p, v in paths.items())
+
+    def worst(v: dict) -> str:
+        g = v["guard_vs_fp32"]
+        agreement = min(a["agreement"] for a in g["argmax_agreement"].values())
+        return f"cosine >= {g['cosine_min']:.5f}, argmax {100 * agreement:.1f} %"
+
+    guards = "; ".join(f"{p}: CLIP {worst(paths[p])}, DINO {worst(d[p])}" for p in paths if p != "fp32")
     return [("CLIP hierarchy extraction (random ViT-B/16), seconds per crop",
-             f"{t['ours_batched']['seconds_per_crop']:.2f} s (batches of {t['ours_batched']['batch_size']})",
-             f"one crop at a time "
-             f"{t['one_crop_at_a_time_pil']['seconds_per_crop']:.2f} s; authors 0.32 s; target 0.08 s", "extract"),
+             f"{speeds}; default here {default} (1-min load average {r['load_average_1min_at_start']:.1f} on "
+             f"{r['machine']['cpu_cores']} cores: compare within the row)",
+             f"one crop at a time {t['one_crop_at_a_time_pil_fp32']['seconds_per_crop']:.2f} s; authors 0.32 s; "
+             f"target 0.08 s", "extract"),
+            ("Extraction fast paths against fp32 (random ViT-B/16 CLIP and ViT-B/8 DINO)",
+             f"{guards}; default here: CLIP {default}, DINO {d['default_precision_here']}",
+             "cosine >= 0.998, argmax agreement >= 99 % for paths on by default", "extract"),
             ("Feature cache on disk per view (fern, 504x378)",
              f"{s['bytes_per_view']['ours_fp16_store_stride_2'] / 1e6:.0f} MB",
              f"float32 torch.save {s['bytes_per_view']['authors_float32_torch_save'] / 1e6:.0f} MB "

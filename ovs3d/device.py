@@ -6,6 +6,7 @@ resolved ``torch.device``.
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,3 +49,36 @@ class Runtime:
             raise InputError(None, f"--device {self.device}: no such device is available on this machine",
                              "pass --device auto (cuda, then mps, then cpu) or --device cpu")
         return resolve_device(self.device)
+
+
+def cpuinfo_field(name: str) -> str:
+    """The first ``name`` line of /proc/cpuinfo, after its colon ('' where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith(name):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (the ``flags`` line of /proc/cpuinfo; empty where there is none)."""
+    return frozenset(cpuinfo_field("flags").split())
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo; the platform's processor string elsewhere)."""
+    return cpuinfo_field("model name") or platform.processor() or "unknown CPU"
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 matrix products run faster than fp32 on ``device``: a CUDA GPU that supports bf16, or
+    a CPU with native bf16 dot products (``avx512_bf16`` or ``amx_bf16``). Elsewhere (AVX2-only CPUs,
+    MPS) bf16 is emulated and slower than fp32, so the fast paths stay in fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    return False

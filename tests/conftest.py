@@ -29,3 +29,14 @@ def synthetic_scene(tmp_path_factory) -> Path:
     from ovs3d.scene.synthetic import make_synthetic_scene
 
     return make_synthetic_scene(tmp_path_factory.mktemp("synthetic") / "scene", **SYNTHETIC_FIXTURE)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def calibration_in_a_temporary_file(tmp_path_factory):
+    """Encoder batch-size calibrations (features/calibrate.py) go to a session file, not ~/.cache."""
+    from ovs3d.features import calibrate
+
+    path = tmp_path_factory.mktemp("calibration") / "calibration.json"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(calibrate, "store_path", lambda: path)
+        yield path

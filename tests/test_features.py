@@ -122,7 +122,7 @@ def test_builtin_argmax_accuracy_on_synthetic_scene(synthetic_scene):
 
 def test_openclip_loads_a_weights_file_and_is_deterministic(tiny_clip_weights):
     path, reference = tiny_clip_weights
-    config = ClipConfig(model="ovs3d-test-tiny", weights=path)
+    config = ClipConfig(model="ovs3d-test-tiny", weights=path, precision="fp32")
     a = build_image_text_encoder(config, torch.device("cpu"))
     b = build_image_text_encoder(config, torch.device("cpu"))
     assert isinstance(a, ImageTextEncoder) and a.name == "openclip ovs3d-test-tiny (tiny.pt)"
@@ -187,7 +187,8 @@ def test_missing_weights_fail_fast_naming_the_option(monkeypatch, tmp_path):
 
 def test_timm_dino_last_block_before_norm_any_multiple_of_8(small_dino_weights):
     path, reference = small_dino_weights
-    ext = build_dense_extractor(DinoConfig(model="vit_small_patch8_224.dino", weights=path), torch.device("cpu"))
+    ext = build_dense_extractor(DinoConfig(model="vit_small_patch8_224.dino", weights=path, precision="fp32"),
+                                torch.device("cpu"))
     assert isinstance(ext, DenseFeatureExtractor) and ext.stride == 8 and ext.feature_dim == 384
     images = torch.rand(2, 3, 40, 56, generator=torch.Generator().manual_seed(2))
     out = ext.extract(images)

@@ -19,6 +19,7 @@ class CentreStub:
     embedding_dim = 2
     input_size = 24
     batch_size = 64
+    precision = "fp32"
     device = torch.device("cpu")
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:

@@ -131,6 +131,7 @@ class ColorWordEncoder:
 
     name = "builtin-color-words (not CLIP)"
     version = 2
+    precision = "fp32"
     embedding_dim = len(PROTOTYPES)
     input_size = 16
     batch_size = 1024
@@ -172,6 +173,7 @@ class ColorTextureExtractor:
 
     name = "builtin-color-texture (not DINO)"
     version = 2
+    precision = "fp32"
     stride = 8
     feature_dim = len(PROTOTYPES) + 3
     texture_weight = 2.0

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from ovs3d.errors import InputError, WeightsUnavailableError
-from ovs3d.features.encoders import DinoConfig, resolve_precision
+from ovs3d.features import precision
+from ovs3d.features.encoders import DinoConfig
 from ovs3d.features.hub import cached_hub_file, hub_reachable, load_errors, mismatch_error, read_weights_file
 
 # The command-line options named in the weights-file errors (registry.py names its own for the
@@ -88,8 +89,8 @@ class TimmDinoExtractor:
             raise InputError(None, f"timm model '{config.model}' has no forward_intermediates",
                              "use a timm ViT, e.g. vit_base_patch8_224.dino")
         self.device = torch.device(device)
-        self.dtype = resolve_precision(config.precision, self.device)
-        self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
+        self.precision = precision.resolve(config.precision, self.device, auto_bf16=False)  # see precision.py
+        self.model = precision.prepare(model, self.precision, self.device)
         patch = model.patch_embed.patch_size
         self.stride = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
         self.feature_dim = int(model.embed_dim)
@@ -107,7 +108,8 @@ class TimmDinoExtractor:
         if h % self.stride or w % self.stride:
             raise InputError(None, f"image size {w}x{h} is not a multiple of the patch size {self.stride}",
                              f"resize or crop the images to multiples of {self.stride}")
-        x = ((images.to(self.device, torch.float32) - self.mean) / self.std).to(self.dtype)
-        (last,) = self.model.forward_intermediates(x, indices=1, norm=False, output_fmt="NCHW",
-                                                   intermediates_only=True)
+        x = ((images.to(self.device, torch.float32) - self.mean) / self.std).to(precision.input_dtype(self.precision))
+        with precision.autocast(self.precision, self.device):
+            (last,) = self.model.forward_intermediates(x, indices=1, norm=False, output_fmt="NCHW",
+                                                       intermediates_only=True)
         return last.float()

@@ -34,6 +34,8 @@ class ImageTextEncoder(Protocol):
     """Side of the square image the encoder works at; callers may pre-resize crops to it."""
     batch_size: int
     """Crops per forward pass that run fastest on the encoder's device (the pyramid's default)."""
+    precision: str
+    """The compute precision it runs at (fp32, fp16, bf16 or int8; features/precision.py)."""
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] float RGB in [0, 1] -> [B, D] float32 embeddings (not normalised)."""
@@ -54,13 +56,15 @@ class DenseFeatureExtractor(Protocol):
     """D, the length of a patch feature."""
     stride: int
     """Pixels per feature cell; input sides must be multiples of it."""
+    precision: str
+    """The compute precision it runs at (fp32, fp16, bf16 or int8; features/precision.py)."""
 
     def extract(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] float RGB in [0, 1], H and W multiples of ``stride`` -> [B, D, H/stride, W/stride]."""
         ...
 
 
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
+Precision = Literal["auto", "fp32", "fp16", "bf16", "int8"]
 
 
 @dataclass
@@ -76,7 +80,9 @@ class ClipConfig:
     weights: Path | None = None
     """Local weights file (safetensors or a .pt/.pth/.bin state dict; TorchScript archives are refused); skips the hub."""
     precision: Precision = "auto"
-    """Compute precision; auto = fp16 on CUDA (as the authors), fp32 elsewhere."""
+    """Compute precision (features/precision.py); auto = fp16 on CUDA (as the authors), bf16 on a CPU with
+    native bf16 (avx512_bf16 / amx_bf16), fp32 elsewhere; fp32 forces full precision; int8 = dynamic int8
+    linear layers (CPU)."""
 
 
 @dataclass
@@ -90,14 +96,8 @@ class DinoConfig:
     weights: Path | None = None
     """Local weights file (safetensors or .pth/.bin state dict); skips the hub."""
     precision: Precision = "auto"
-    """Compute precision; auto = fp16 on CUDA, fp32 elsewhere."""
-
-
-def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype:
-    """The compute dtype: ``auto`` is fp16 on CUDA and fp32 elsewhere."""
-    if precision == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    """Compute precision (features/precision.py); auto = fp16 on CUDA, fp32 elsewhere (bf16 is opt-in: DINO
+    is about 1 % of an extraction); int8 = dynamic int8 linear layers (CPU)."""
 
 
 def dino_stride(config: DinoConfig) -> int:

@@ -130,7 +130,8 @@ def clip_meta(source: dict, config: ExtractConfig, encoder: ImageTextEncoder) ->
     w, h = source["key"]["resolution"]
     sides = patch_sides(w, h, config.pyramid.divisors)
     s = config.store_stride
-    return {**source, "encoder": encoder.name, "patch_sides": sides,
+    return {**source, "encoder": encoder.name, "precision": encoder.precision,
+            "patch_sides": sides,
             "strides": [max(1, p // config.pyramid.stride_divisor) for p in sides],
             "shape": [len(sides), encoder.embedding_dim, -(-h // s), -(-w // s)], "dtype": "float16",
             "layout": "[scale, D, h, w] (on disk pixel-major [h, w, scale, D]), L2-normalised along D; "
@@ -149,7 +150,8 @@ def dino_source(scene_root: Path, config: ExtractConfig, paths: list[Path]) -> t
 
 def dino_meta(source: dict, extractor: DenseFeatureExtractor) -> dict:
     w8, h8 = source["key"]["input_size"]
-    return {**source, "encoder": extractor.name, "stride": extractor.stride,
+    return {**source, "encoder": extractor.name, "precision": extractor.precision,
+            "stride": extractor.stride,
             "shape": [extractor.feature_dim, h8 // extractor.stride, w8 // extractor.stride],
             "dtype": "float16", "layout": "[D, h, w] (on disk pixel-major [h, w, D]), L2-normalised along D"}
 

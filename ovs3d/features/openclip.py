@@ -23,7 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from ovs3d.errors import InputError, WeightsUnavailableError
-from ovs3d.features.encoders import ClipConfig, resolve_precision
+from ovs3d.features import precision
+from ovs3d.features.calibrate import calibrated_batch_size
+from ovs3d.features.encoders import ClipConfig
 from ovs3d.features.hub import cached_hub_file, hub_reachable, load_errors, mismatch_error, read_weights_file
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -101,11 +103,10 @@ class OpenClipEncoder:
         except load_errors() as exc:
             raise mismatch_error(checkpoint, exc, config.model, MODEL_OPTION, WEIGHTS_OPTION) from exc
         self.device = torch.device(device)
-        # On a 2-core CPU small batches are fastest (ViT-B/16, swept by ``python -m bench.extract``:
-        # bench/results/extract.json); a GPU wants large ones.
-        self.batch_size = 4 if self.device.type == "cpu" else 256
-        self.dtype = resolve_precision(config.precision, self.device)
-        self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
+        self.precision = precision.resolve(config.precision, self.device)
+        self.model = precision.prepare(model, self.precision, self.device, fast_part="visual")
+        # A GPU wants large batches; on a CPU the fastest is calibrated on first use (``batch_size``).
+        self._batch_size = None if self.device.type == "cpu" else 256
         self.tokenizer = open_clip.get_tokenizer(config.model)
         image_size = model.visual.image_size
         self.input_size = int(image_size[0] if isinstance(image_size, (tuple, list)) else image_size)
@@ -114,8 +115,16 @@ class OpenClipEncoder:
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
         self.context_length = int(getattr(model, "context_length", 77))
         self.name = f"openclip {config.model} ({source})"
-        with torch.no_grad():
-            self.embedding_dim = int(self.model.encode_text(self.tokenize(["a"])).shape[-1])
+        self.embedding_dim = int(self.encode_texts(["a"]).shape[-1])
+
+    @property
+    def batch_size(self) -> int:
+        """Crops per forward pass: 256 on a GPU; on a CPU calibrated on first use (features/calibrate.py)."""
+        if self._batch_size is None:
+            s = self.input_size
+            self._batch_size = calibrated_batch_size(
+                self.name, self.precision, lambda b: self.encode_images(torch.rand(b, 3, s, s, device=self.device)))
+        return self._batch_size
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] in [0, 1] -> [B, 3, S, S] normalised: short side to S (bicubic), centre crop."""
@@ -133,7 +142,9 @@ class OpenClipEncoder:
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] in [0, 1] -> [B, D] float32 projected image embeddings (not normalised)."""
-        return self.model.encode_image(self.preprocess(images).to(self.dtype)).float()
+        x = self.preprocess(images).to(precision.input_dtype(self.precision))
+        with precision.autocast(self.precision, self.device):
+            return self.model.encode_image(x).float()
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         """[C, context] token ids; a prompt longer than the context is an InputError."""
@@ -148,4 +159,4 @@ class OpenClipEncoder:
     @torch.no_grad()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         """C prompts (verbatim) -> [C, D] float32 text embeddings (not normalised)."""
-        return self.model.encode_text(self.tokenize(texts)).float()
+        return self.model.encode_text(self.tokenize(texts)).float()   # fp32 (precision.prepare)

@@ -19,7 +19,10 @@ scale with a summed-area table (each crop adds +e, -e, -e, +e at its four corner
 (h + 1) x (w + 1) difference image; two cumulative sums give the per-pixel sums).
 
 Crops are cut from the image tensor (on the encoder's device), resized to the encoder's input size
-(bicubic, antialiased) and encoded ``batch_size`` at a time.
+(bicubic, antialiased; one call per crop side in a batch, no per-crop PIL) and encoded ``batch_size`` at a
+time. Crops that coincide after the border clamping (same corner and side; jitter makes a few near
+the borders) are encoded once and their embedding credited to each of them, so the averages are those
+of every crop; the distinct crops are ordered by side, so a batch holds few distinct sides.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ class PyramidConfig:
     seed: int = 0
     """Seed of the jitter; image i uses the stream (seed, i), so results do not depend on the order."""
     batch_size: int = 0
-    """Crops per encoder forward pass (0: the encoder's own ``batch_size``, the fastest on its device)."""
+    """Crops per encoder forward pass (0: the encoder's own ``batch_size``; on a CPU calibrated on first use)."""
 
 
 def patch_sides(width: int, height: int, divisors: tuple[int, ...]) -> list[int]:
@@ -113,6 +116,16 @@ def encode_boxes(image: torch.Tensor, boxes: torch.Tensor, encoder: ImageTextEnc
     return torch.cat(chunks) if chunks else torch.zeros((0, encoder.embedding_dim), device=image.device)
 
 
+def distinct_crops(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct rows of ``boxes`` [n, 3] ordered by side, [u, 3], and for each box the index of its
+    row, [n] (``distinct[index] == boxes``)."""
+    distinct, index = torch.unique(boxes, dim=0, return_inverse=True)
+    order = torch.argsort(distinct[:, 2], stable=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order))
+    return distinct[order], rank[index]
+
+
 def average_into_pixels(boxes: torch.Tensor, embeddings: torch.Tensor, height: int, width: int,
                         channel_chunk: int = 64) -> torch.Tensor:
     """Per-pixel mean of the embeddings of the crops containing each pixel: [D, height, width] float32.
@@ -151,11 +164,12 @@ def extract_hierarchy(image: torch.Tensor, encoder: ImageTextEncoder, config: Py
     batch_size = config.batch_size or encoder.batch_size
     scales = []
     for boxes in crop_boxes(width, height, config, image_index):
-        embeddings = encode_boxes(image, boxes, encoder, batch_size)
+        distinct, index = distinct_crops(boxes)
+        embeddings = encode_boxes(image, distinct, encoder, batch_size)[index.to(image.device)]
         scales.append(average_into_pixels(boxes, embeddings, height, width))
     return torch.stack(scales)
 
 
-def count_crops(width: int, height: int, config: PyramidConfig) -> int:
-    """Number of encoder inputs for one image."""
-    return sum(len(b) for b in crop_boxes(width, height, config))
+def count_crops(width: int, height: int, config: PyramidConfig, image_index: int = 0) -> int:
+    """Number of encoder inputs for one image (distinct crops)."""
+    return sum(len(distinct_crops(b)[0]) for b in crop_boxes(width, height, config, image_index))

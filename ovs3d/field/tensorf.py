@@ -21,12 +21,14 @@ so renderers and checkpoints find it with the field.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 
 from ovs3d.field.base import check_points
 from ovs3d.field.occupancy import OccupancyGrid
+from ovs3d.field.shading import Shader, make_shader
 from ovs3d.field.vm import VMGrid, init_linear
 from ovs3d.scene.rayspace import RaySpace
 
@@ -79,6 +81,7 @@ class TensoRF(nn.Module):
         for i, layer in enumerate(m for m in self.mlp if isinstance(m, nn.Linear)):
             init_linear(layer, generator, zero_bias=(i == 2))
         self.occupancy: OccupancyGrid | None = None   # set by the trainer / loader
+        self.shader: Shader = make_shader()     # fp32 eager; ``set_shading`` picks a fast path
 
     @property
     def distance_scale(self) -> float:
@@ -126,8 +129,14 @@ class TensoRF(nn.Module):
         return self.basis(self.appearance_grid.features(xyz))
 
     def shade(self, features: torch.Tensor, viewdirs: torch.Tensor) -> torch.Tensor:
-        """Colour sigmoid(MLP([a, d])) from features [M, 27] and unit view directions [M, 3] -> rgb [M, 3]."""
-        return torch.sigmoid(self.mlp(torch.cat([features, viewdirs], dim=-1)))
+        """Colour sigmoid(MLP([a, d])) from features [M, 27] and unit view directions [M, 3] -> rgb [M, 3]
+        (fp32; the products at the precision ``set_shading`` chose, fp32 by default)."""
+        return self.shader(self.mlp, features, viewdirs)
+
+    def set_shading(self, precision: str = "fp32", compile: bool = False, log: Callable[[str], None] = print) -> None:
+        """Run the shading MLP at ``precision`` (fp32 or bf16: bf16 products, fp32 accumulation, weights and
+        output), through ``torch.compile`` when ``compile`` (eager when no compiler works); ``field/shading.py``."""
+        self.shader = make_shader(precision, compile, log)
 
     # ----------------------------------------------------------------------------------------- training
     def tv_density(self) -> torch.Tensor:

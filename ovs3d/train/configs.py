@@ -17,6 +17,7 @@ from typing import Literal
 
 from ovs3d.config import check_bounds
 from ovs3d.errors import InputError
+from ovs3d.field.shading import MlpPrecision
 from ovs3d.field.tensorf import TensoRFConfig
 from ovs3d.scene.rayspace import SpaceName
 
@@ -72,6 +73,10 @@ class ReconstructConfig:
     """Include the distance scale (25) in the mask's alpha; False = the authors' (TensoRF) quirk."""
     skip_empty: bool = True
     """Skip samples in empty occupancy cells before evaluating density."""
+    mlp_precision: MlpPrecision = "auto"
+    """Shading MLP products: auto = bf16 (fp32 accumulation, weights, colour) where bf16 is native, else fp32."""
+    compile: bool = False
+    """torch.compile (inductor) the shading MLP, eager when no compiler works (field/shading.py; off by default)."""
     white_background_prob: float = 0.5
     """Probability per iteration of compositing on white in training (the authors' LLFF setting)."""
     checkpoint_every: int = 1000

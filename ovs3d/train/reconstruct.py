@@ -32,6 +32,7 @@ import torch
 from ovs3d.config import to_plain
 from ovs3d.errors import InputError
 from ovs3d.field.occupancy import build_occupancy
+from ovs3d.field.shading import resolve_precision
 from ovs3d.field.tensorf import TensoRF
 from ovs3d.io.atomic import write_json_atomic
 from ovs3d.io.images import to_uint8, write_png
@@ -99,6 +100,7 @@ class Reconstruction:
             self.field = TensoRF(space, n_to_reso(config.n_voxel_init, box), config.field, init).to(self.device)
             self._new_optimizer()
         self.alpha = self._object_alpha()
+        self.field.set_shading(resolve_precision(config.mlp_precision, self.device), config.compile, log)
         self._update_step()
 
     def _object_alpha(self) -> torch.Tensor | None:
@@ -118,8 +120,9 @@ class Reconstruction:
 
     # ------------------------------------------------------------------------------------------- state
     def _new_optimizer(self) -> None:
+        # fused: one pass over each parameter, no plane-sized temporaries (stage 2 does the same)
         self.optimizer = torch.optim.Adam(self.field.parameter_groups(self.config.lr_grid, self.config.lr_network),
-                                          betas=(0.9, 0.99))
+                                          betas=(0.9, 0.99), fused=self.device.type in ("cpu", "cuda"))
         self.initial_lrs = [g["lr"] for g in self.optimizer.param_groups]
 
     def _update_step(self) -> None:
