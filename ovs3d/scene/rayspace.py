@@ -57,6 +57,11 @@ class RaySpace:
         """Points [M, 3] on the rays -> grid coordinates [M, 3] (the identity here)."""
         return xyz
 
+    def to_scene(self, xyz: torch.Tensor, cameras: Cameras) -> torch.Tensor:
+        """Grid coordinates [M, 3] -> the scene's (normalised) world coordinates [M, 3]: the inverse of the
+        ray and point warps, for the ``cameras`` whose rays were warped (the identity here)."""
+        return xyz
+
     def to_dict(self) -> dict:
         return {"name": self.name, "box": [list(self.box[0]), list(self.box[1])]}
 
@@ -72,6 +77,15 @@ class NDCSpace(RaySpace):
              ) -> tuple[torch.Tensor, torch.Tensor]:
         origins, dirs = cameras.rays(view, u, v)
         return ndc_rays(origins, dirs, cameras.fx[0], cameras.width, cameras.height)
+
+    def to_scene(self, xyz: torch.Tensor, cameras: Cameras) -> torch.Tensor:
+        """Inverse NDC (near plane 1, a = -2 f / W, b = -2 f / H as in ``ndc_rays``): z' = 1 + 2 / Z gives
+        Z = 2 / (z' - 1), then X = x' Z / a, Y = y' Z / b. Points at z' >= 1 are at infinity (inf here)."""
+        f = cameras.fx[0].to(xyz)
+        z = 2.0 / (xyz[:, 2] - 1.0).clamp(max=0.0)
+        x = xyz[:, 0] * z / (-2.0 * f / cameras.width)
+        y = xyz[:, 1] * z / (-2.0 * f / cameras.height)
+        return torch.stack([x, y, z], dim=-1)
 
 
 @dataclass(frozen=True)

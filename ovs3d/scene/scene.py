@@ -29,6 +29,8 @@ class Scene:
         train_views / test_views: image indices; test_views is empty unless a hold-out was asked for.
         annotations: ground-truth masks, or None when the scene has none.
         classes: the class prompts (from ``segmentations/classes.txt`` or given), or empty.
+        input_from_scene: [4, 4] similarity from the scene's normalised frame back to the frame of the
+            pose file (``scene/normalize.py``): x_input = input_from_scene @ [x, 1]; exports use it.
     """
 
     root: Path
@@ -41,6 +43,7 @@ class Scene:
     test_views: list[int] = field(default_factory=list)
     annotations: Annotations | None = None
     classes: list[str] = field(default_factory=list)
+    input_from_scene: np.ndarray = field(default_factory=lambda: np.eye(4))
 
     @property
     def n_images(self) -> int:
