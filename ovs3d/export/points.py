@@ -40,7 +40,7 @@ AUTO_VOXELS = 512
 class PointConfig:
     """How the surface points are made (``--export.points.*``)."""
 
-    max_views: int = 12
+    max_views: int = 6
     """Training views fused, evenly spread over the training views (0: all of them)."""
     min_opacity: float = 0.5
     """A ray gives a point when its accumulated opacity reaches this (at least 0.5: the median must exist)."""
