@@ -177,7 +177,7 @@ def make_run(seed: int, preset: str, work: Path, threads: int) -> tuple[Path, Pa
     or ``ovs3d run --preset cpu``, through the CLI, in ``work/<preset>-seed<seed>``."""
     folder = work / f"{preset}-seed{seed}"
     scene, outputs = folder / "scene", folder / "outputs"
-    if (outputs / "summary.json").is_file():
+    if (outputs / "segment" / "stage.json").is_file():       # stage 2 complete (the export reads nothing else)
         return scene, outputs / "segment", None
     base = [sys.executable, "-m", "ovs3d.cli.main"]
     flags = ["--threads", str(threads)]
@@ -269,16 +269,22 @@ def picture(export: Path, path: Path) -> None:
     rgb = np.stack([vertex[c] for c in ("red", "green", "blue")], 1) / 255.0
     label = np.asarray(vertex["label"])
     colors = class_colors(len(classes)) / 255.0
-    fig = plt.figure(figsize=(11, 4.6), dpi=110)
+    shown = np.stack([xyz[:, 0], -xyz[:, 2], xyz[:, 1]], 1)                 # x right, depth, y up
+    lo, hi = np.percentile(shown, [2, 98], axis=0)
+    keep = ((shown >= lo) & (shown <= hi)).all(1)
+    fig = plt.figure(figsize=(12, 5.2), dpi=120)
     for i, (title, c) in enumerate((("colour (radiance field)", rgb), ("label (argmax class)", colors[label]))):
         ax = fig.add_subplot(1, 2, i + 1, projection="3d")
-        ax.scatter(xyz[:, 0], -xyz[:, 2], xyz[:, 1], c=c, s=0.6, linewidths=0)
-        ax.view_init(elev=28, azim=-90)
+        ax.scatter(*shown[keep].T, c=c[keep], s=1.2, linewidths=0, depthshade=False)
+        ax.view_init(elev=35, azim=-75)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("x")
-        ax.set_ylabel("-z")
+        ax.set_ylabel("-z (depth)")
         ax.set_zlabel("y")
-        ax.set_box_aspect(np.ptp(np.stack([xyz[:, 0], -xyz[:, 2], xyz[:, 1]], 1), axis=0))
+        ax.set_xlim(lo[0], hi[0])
+        ax.set_ylim(lo[1], hi[1])
+        ax.set_zlim(lo[2], hi[2])
+        ax.set_box_aspect(hi - lo, zoom=1.25)
     handles = [plt.Line2D([], [], ls="", marker="o", color=colors[k], label=name) for k, name in enumerate(classes)]
     fig.legend(handles=handles, loc="lower center", ncol=len(classes), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
@@ -295,20 +301,28 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--statue", action="store_true", help="also time the export of a statue_504 run (made once)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--fresh", action="store_true", help="export and score again the runs already scored in --work")
     args = parser.parse_args()
     runs = [(args.preset, s) for s in args.seeds] + [(p, int(s)) for p, s in (e.split(":") for e in args.extra)]
     rows = []
     for preset, seed in runs:
+        stored = args.work / f"{preset}-seed{seed}" / "bench_export_row.json"
+        if stored.is_file() and not args.fresh:
+            rows.append(json.loads(stored.read_text()))
+            continue
         scene, run, seconds = make_run(seed, preset, args.work, args.threads)
         export = args.work / f"{preset}-seed{seed}" / "export"
         timing = timed_export(run, export, ["red ball"], args.threads)
         score = score_export(scene, run, export)
         rows.append({"preset": preset, "seed": seed, "pipeline_seconds": seconds, "export": timing, **score})
+        stored.write_text(json.dumps(rows[-1], indent=1))
         print(f"bench export: {preset} seed {seed}: precision {score['objects']['precision']}, recall "
               f"{score['objects']['recall']}, centroid {score['objects']['centroid_to_centre']}, export "
               f"{timing['wall_seconds']:.1f} s ({timing['cpu_seconds']:.1f} s CPU)", flush=True)
         if (preset, seed) == runs[0]:
             picture(export, PICTURE)
+    if not PICTURE.is_file():
+        picture(args.work / f"{runs[0][0]}-seed{runs[0][1]}" / "export", PICTURE)
     main_rows = [r for r in rows if r["preset"] == args.preset]
 
     def over_seeds(key: str, worst) -> dict:
