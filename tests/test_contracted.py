@@ -138,3 +138,10 @@ def test_both_stages_run_in_the_contracted_space(scene_360: Path, tmp_path: Path
     metrics = json.loads((tmp_path / "run" / "test" / "metrics.json").read_text())
     assert metrics["metrics_computed"] and math.isfinite(metrics["3dovs"]["miou"])
     assert any((tmp_path / "run" / "test" / "segmentations_path").glob("video.*"))
+
+
+def test_the_contracted_space_maps_grid_points_back_to_the_scene() -> None:
+    space = ContractedSpace(radius=0.4)
+    x = torch.randn(200, 3, dtype=torch.float64) * 3
+    grid = space.warp(x / space.radius)
+    assert torch.allclose(space.to_scene(grid, None), x, rtol=1e-6, atol=1e-9)

@@ -5,7 +5,8 @@ order, through the real entry point. The only changes to a command: paths point 
 (``scenes/mine`` is the synthetic fixture scene, ``my_photos/`` and ``clip.mp4`` are bird_360 frames),
 ``--preset cpu`` becomes ``--preset test``, the built-in encoders are chosen (CLIP/DINO weights cannot
 be downloaded here) and videos get 2 frames. ``ovs3d demo`` is not run here: it takes minutes and is
-``python -m bench.demo``.
+``python -m bench.demo``. The blocks of ``ovs3d export`` commands read the run of the stage-by-stage block,
+so they run in its folder, after it.
 """
 
 from __future__ import annotations
@@ -49,9 +50,15 @@ def test_the_readme_has_the_blocks_this_test_runs() -> None:
     assert ["process-data", "process-data"] in verbs
     assert ["run"] in verbs
     assert ["relevancy", "extract", "reconstruct", "segment", "test", "query", "render"] in verbs
+    assert ["export", "export", "export"] in verbs
 
 
-@pytest.mark.parametrize("block", [b for b in readme_blocks() if b[0][1] not in ("demo", "process-data")],
+def export_blocks() -> list[list[list[str]]]:
+    """The blocks of ``ovs3d export`` commands: they read the stage-by-stage block's run, so they run after it."""
+    return [b for b in readme_blocks() if all(c[1] == "export" for c in b)]
+
+
+@pytest.mark.parametrize("block", [b for b in readme_blocks() if b[0][1] not in ("demo", "process-data", "export")],
                          ids=lambda b: "+".join(c[1] for c in b))
 def test_readme_pipeline_commands_run_as_written(block, synthetic_scene: Path, tmp_path: Path, monkeypatch) -> None:
     shutil.copytree(synthetic_scene, tmp_path / "scenes" / "mine")
@@ -65,6 +72,12 @@ def test_readme_pipeline_commands_run_as_written(block, synthetic_scene: Path, t
         assert (tmp_path / "outputs" / "mine" / "segment" / "test" / "results.txt").is_file()
         assert list((tmp_path / "outputs" / "mine" / "segment" / "query").glob("a_wooden_chair_*_overlay.png"))
         assert (tmp_path / "outputs" / "mine" / "reconstruct" / "renders" / "spiral" / "001_rgb.png").is_file()
+        for export in export_blocks():
+            for command in export:
+                entrypoint(as_test(command))
+        exported = tmp_path / "outputs" / "mine" / "segment" / "export"
+        assert (exported / "points.ply").is_file() and (exported / "mesh" / "scene.glb").is_file()
+        assert list((exported / "object").glob("*/points.ply"))
 
 
 def test_readme_process_data_commands_run_as_written(tmp_path: Path, monkeypatch) -> None:

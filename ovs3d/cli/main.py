@@ -28,6 +28,7 @@ VERBS: dict[str, str] = {
     "segment": "segment",
     "test": "test",
     "query": "query",
+    "export": "export",
     "relevancy": "relevancy",
     "run": "run",
     "demo": "demo",

@@ -32,7 +32,7 @@ from ovs3d.render.camera import render_camera
 from ovs3d.runs.load import load_run
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     """A file-name stem for a query text: its letters and digits (at most 60) and 6 hex digits of its
     SHA-1, so two texts never share a file ("red ball" and "red-ball" differ)."""
     readable = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:60] or "query"
@@ -107,8 +107,8 @@ def run_query(run_dir: str | Path, texts: list[str], views: list[int] | None = N
             f = torch.from_numpy(np.asarray(feats, dtype=np.float32))
             for q, prompt in enumerate(texts):
                 rel = relevancy_map(f, text[q]).numpy()
-                write_png(out / f"{_slug(prompt)}_{view:03d}.png", rel)
-                write_png(out / f"{_slug(prompt)}_{view:03d}_overlay.png", heat_overlay(rel, scene.images[view]))
+                write_png(out / f"{slug(prompt)}_{view:03d}.png", rel)
+                write_png(out / f"{slug(prompt)}_{view:03d}_overlay.png", heat_overlay(rel, scene.images[view]))
             per_query = []
             for _ in range(repeats):
                 t0 = time.perf_counter()

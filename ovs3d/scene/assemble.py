@@ -19,7 +19,7 @@ from ovs3d.io.images import image_size, read_rgb
 from ovs3d.scene.annotations import load_annotations as read_annotations
 from ovs3d.scene.cameras import Cameras
 from ovs3d.scene.layout import detect_kind
-from ovs3d.scene.normalize import normalize_poses
+from ovs3d.scene.normalize import input_from_normalized, normalize_poses, normalizing_frame
 from ovs3d.scene.scene import Scene, holdout_split
 
 
@@ -48,15 +48,18 @@ def check_normalized(source: Path, c2w: np.ndarray, bounds: np.ndarray) -> None:
 
 
 def normalize_checked(source: Path, c2w: np.ndarray, bounds: np.ndarray,
-                      kind: Literal["forward", "360"]) -> tuple[np.ndarray, np.ndarray]:
-    """``normalize_poses`` whose failure on degenerate or extreme poses is an InputError naming ``source``."""
+                      kind: Literal["forward", "360"]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``normalize_poses`` whose failure on degenerate or extreme poses is an InputError naming ``source``;
+    also returns the [4, 4] similarity from the normalised frame back to the pose file's (``Scene.input_from_scene``)."""
     try:
         with np.errstate(all="ignore"):
+            back = input_from_normalized(*normalizing_frame(np.asarray(c2w, np.float64), np.asarray(bounds), kind))
             c2w, bounds = normalize_poses(c2w, bounds, kind)
     except np.linalg.LinAlgError:
         c2w = np.full_like(np.asarray(c2w, dtype=np.float64), np.nan)
+        back = np.eye(4)
     check_normalized(source, c2w, bounds)
-    return c2w, bounds
+    return c2w, bounds, back
 
 
 def assemble_scene(root: Path, paths: list[Path], c2w: np.ndarray, bounds: np.ndarray,
@@ -81,7 +84,7 @@ def assemble_scene(root: Path, paths: list[Path], c2w: np.ndarray, bounds: np.nd
                          "fix the camera intrinsics (fx, fy, cx, cy)")
     if kind == "auto":
         kind = detect_kind(torch.from_numpy(np.asarray(c2w, dtype=np.float64)))
-    c2w, bounds = normalize_checked(source or root, c2w, bounds, kind)
+    c2w, bounds, back = normalize_checked(source or root, c2w, bounds, kind)
     sx, sy = width / width_src, height / height_src
     k = torch.tensor(intrinsics, dtype=torch.float32)
     cameras = Cameras(torch.tensor(c2w, dtype=torch.float32), k[:, 0] * sx, k[:, 1] * sy, k[:, 2] * sx,
@@ -91,4 +94,5 @@ def assemble_scene(root: Path, paths: list[Path], c2w: np.ndarray, bounds: np.nd
     train, test = holdout_split(len(paths), holdout_every)
     return Scene(root=root, image_paths=list(paths), images=images, cameras=cameras,
                  bounds=bounds.astype(np.float32), kind=kind, train_views=train, test_views=test,
-                 annotations=annotations, classes=list(annotations.classes) if annotations else [])
+                 annotations=annotations, classes=list(annotations.classes) if annotations else [],
+                 input_from_scene=back)

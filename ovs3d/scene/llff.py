@@ -128,7 +128,7 @@ def load_llff(root: str | Path, downsample: float = 1.0, holdout_every: int = 0,
 
     c2w_raw = llff_to_ovs3d(c2w_llff)
     kind = detect_kind(torch.from_numpy(c2w_raw)) if kind == "auto" else kind
-    c2w, bounds = normalize_checked(root / "poses_bounds.npy", c2w_raw, bounds, kind)
+    c2w, bounds, back = normalize_checked(root / "poses_bounds.npy", c2w_raw, bounds, kind)
 
     width, height = int(w / downsample), int(h / downsample)
     if width < 8 or height < 8:
@@ -141,4 +141,5 @@ def load_llff(root: str | Path, downsample: float = 1.0, holdout_every: int = 0,
     train, test = holdout_split(len(paths), holdout_every)
     return Scene(root=root, image_paths=paths, images=images, cameras=cameras, bounds=bounds.astype(np.float32),
                  kind=kind, train_views=train, test_views=test,
-                 annotations=annotations, classes=list(annotations.classes) if annotations else [])
+                 annotations=annotations, classes=list(annotations.classes) if annotations else [],
+                 input_from_scene=back)

@@ -83,6 +83,25 @@ def orbit_frame(c2w: np.ndarray) -> np.ndarray:
     return np.stack([x, up, z, center], axis=1)
 
 
+def normalizing_frame(c2w: np.ndarray, bounds: np.ndarray, kind: Literal["forward", "360"]) -> tuple[np.ndarray, float]:
+    """(frame [3, 4], scale s) of the normalisation of [N, 3, 4] poses with [N, 2] bounds (module docstring):
+    the normalised pose of c2w is ``apply_frame(c2w, frame, s)``."""
+    if kind == "forward":
+        return average_pose(c2w), BOUNDS_SCALE * float(bounds.min())
+    frame = orbit_frame(c2w)
+    radius = float(np.linalg.norm(c2w[:, :, 3] - frame[:, 3], axis=-1).max())
+    return frame, radius if radius > 0 else 1.0
+
+
+def input_from_normalized(frame: np.ndarray, scale: float) -> np.ndarray:
+    """[4, 4] similarity taking normalised points back to the pose file's frame: x = F (s x') + o, the
+    inverse of ``apply_frame``'s point map (F the frame's axes, o its origin)."""
+    out = np.eye(4)
+    out[:3, :3] = frame[:, :3] * scale
+    out[:3, 3] = frame[:, 3]
+    return out
+
+
 def normalize_poses(c2w: np.ndarray, bounds: np.ndarray,
                     kind: Literal["forward", "360"]) -> tuple[np.ndarray, np.ndarray]:
     """Normalise [N, 3, 4] ovs3d-axes poses and their [N, 2] near/far bounds (see the module docstring).
@@ -91,10 +110,5 @@ def normalize_poses(c2w: np.ndarray, bounds: np.ndarray,
     """
     c2w = np.asarray(c2w, dtype=np.float64)
     bounds = np.asarray(bounds, dtype=np.float64)
-    if kind == "forward":
-        scale = BOUNDS_SCALE * float(bounds.min())
-        return apply_frame(c2w, average_pose(c2w), scale), bounds / scale
-    frame = orbit_frame(c2w)
-    radius = float(np.linalg.norm(c2w[:, :, 3] - frame[:, 3], axis=-1).max())
-    scale = radius if radius > 0 else 1.0
+    frame, scale = normalizing_frame(c2w, bounds, kind)
     return apply_frame(c2w, frame, scale), bounds / scale

@@ -73,6 +73,11 @@ class RaySpace:
         """Points [M, 3] on the rays -> grid coordinates [M, 3] (the identity here)."""
         return xyz
 
+    def to_scene(self, xyz: torch.Tensor, cameras: Cameras) -> torch.Tensor:
+        """Grid coordinates [M, 3] -> the scene's (normalised) world coordinates [M, 3]: the inverse of the
+        ray and point warps, for the ``cameras`` whose rays were warped (the identity here)."""
+        return xyz
+
     def to_dict(self) -> dict:
         return {"name": self.name, "box": [list(self.box[0]), list(self.box[1])]}
 
@@ -88,6 +93,15 @@ class NDCSpace(RaySpace):
              ) -> tuple[torch.Tensor, torch.Tensor]:
         origins, dirs = cameras.rays(view, u, v)
         return ndc_rays(origins, dirs, cameras.fx[0], cameras.width, cameras.height)
+
+    def to_scene(self, xyz: torch.Tensor, cameras: Cameras) -> torch.Tensor:
+        """Inverse NDC (near plane 1, a = -2 f / W, b = -2 f / H as in ``ndc_rays``): z' = 1 + 2 / Z gives
+        Z = 2 / (z' - 1), then X = x' Z / a, Y = y' Z / b. Points at z' >= 1 are at infinity (inf here)."""
+        f = cameras.fx[0].to(xyz)
+        z = 2.0 / (xyz[:, 2] - 1.0).clamp(max=0.0)
+        x = xyz[:, 0] * z / (-2.0 * f / cameras.width)
+        y = xyz[:, 1] * z / (-2.0 * f / cameras.height)
+        return torch.stack([x, y, z], dim=-1)
 
 
 @dataclass(frozen=True)
@@ -127,8 +141,12 @@ class ContractedSpace(RaySpace):
     def warp(self, xyz: torch.Tensor) -> torch.Tensor:
         return contract(xyz)
 
-    def to_dict(self) -> dict:
-        return {**super().to_dict(), "radius": self.radius, "far": self.far}
+    def to_scene(self, xyz: torch.Tensor, cameras: Cameras) -> torch.Tensor:
+        """radius * contract^-1: beyond the unit cube, m = ||c||_inf gives ||x||_inf = 1 / (2 - m), so
+        x = c / (m (2 - m)); points on the outer surface m = 2 are at infinity (inf here)."""
+        m = xyz.abs().amax(-1, keepdim=True)
+        scale = torch.where(m > 1, 1 / (m.clamp_min(1.0) * (2 - m)), torch.ones_like(m))
+        return self.radius * xyz * scale
 
 
 def space_from_dict(values: dict) -> RaySpace:

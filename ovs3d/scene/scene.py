@@ -30,6 +30,8 @@ class Scene:
         annotations: ground-truth masks, or None when the scene has none.
         classes: the class prompts (from ``segmentations/classes.txt`` or given), or empty.
         object_masks: [N, H, W] float32 object masks in [0, 1] (``scene/masks.py``), or None.
+        input_from_scene: [4, 4] similarity from the scene's normalised frame back to the frame of the
+            pose file (``scene/normalize.py``): x_input = input_from_scene @ [x, 1]; exports use it.
     """
 
     root: Path
@@ -43,6 +45,7 @@ class Scene:
     annotations: Annotations | None = None
     classes: list[str] = field(default_factory=list)
     object_masks: np.ndarray | None = None
+    input_from_scene: np.ndarray = field(default_factory=lambda: np.eye(4))
 
     @property
     def n_images(self) -> int:
