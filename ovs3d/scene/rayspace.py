@@ -148,6 +148,9 @@ class ContractedSpace(RaySpace):
         scale = torch.where(m > 1, 1 / (m.clamp_min(1.0) * (2 - m)), torch.ones_like(m))
         return self.radius * xyz * scale
 
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "radius": self.radius, "far": self.far}
+
 
 def space_from_dict(values: dict) -> RaySpace:
     """The ray space stored by ``RaySpace.to_dict`` (in a checkpoint)."""
