@@ -3,6 +3,7 @@ object masks and both stages on the 360 synthetic scene."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -130,8 +131,13 @@ def test_both_stages_run_in_the_contracted_space(scene_360: Path, tmp_path: Path
     from ovs3d.pipeline import PipelineConfig, run_pipeline
     from ovs3d.runs.load import load_run
 
+    from ovs3d.train.configs import preset
+
     config = PipelineConfig.from_preset("test", test=StageTestConfig(video_frames=2),
                                         extract=ExtractConfig(clip=ClipConfig(kind="builtin"), dino=DinoConfig(kind="builtin")))
+    short = preset("reconstruct", "test", n_iters=40, batch_size=256, upsample_iters=(10, 20), alpha_mask_iters=(15,),
+                   checkpoint_every=40)   # only that both stages run here: a quarter of the test preset
+    config = dataclasses.replace(config, reconstruct=short)
     run_pipeline(scene_360, tmp_path / "run", config, log=lambda line: None, device="cpu")
     model, record = load_run(tmp_path / "run" / "segment", "cpu")
     assert record.space["name"] == "contracted"
