@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "segment": [],
     "lifting": [],
     "process_data": [],
+    "authors": [],
 }
 # Not in ``all``: needs a GPU (``python -m bench gpu``; ``python -m bench.gpu --smoke`` checks it on a CPU).
 EXTRA: dict[str, list[str]] = {"gpu": []}
