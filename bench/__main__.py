@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "lifting": [],
     "process_data": [],
     "export": ["--statue"],
+    "authors": [],
 }
 # Not in ``all``: needs a GPU (``python -m bench gpu``; ``python -m bench.gpu --smoke`` checks it on a CPU).
 EXTRA: dict[str, list[str]] = {"gpu": []}

@@ -170,6 +170,29 @@ def compare_rows(r: dict) -> list[Row]:
     return rows
 
 
+def authors_rows(r: dict) -> list[Row]:
+    s1, s2 = r["import_stage1"], r["import_stage2"]
+    printed = s2["their_printed"]
+    rows = [("Authors' stage-1 checkpoint imported, our render vs their render (fixture views "
+             f"{', '.join(str(v['view']) for v in s1['views'])})",
+             f"PSNR >= {s1['min_psnr_vs_authors_render']:.1f} dB", "target >= 35 dB", "authors"),
+            ("Authors' stage-2 checkpoint imported, our labels vs their test labels (4 annotated views)",
+             f"agreement >= {100 * s2['min_agreement']:.2f} %, mIoU "
+             f"{s2['ours_render_of_their_checkpoint']['cosine']['miou']:.4f} (cosine) / "
+             f"{s2['ours_render_of_their_checkpoint']['relevancy']['miou']:.4f} (relevancy)",
+             f"target >= 98 %; their test {printed['cosine']['miou']:.4f} / {printed['relevancy']['miou']:.4f}",
+             "authors")]
+    if "ours_on_their_stage1" in r:
+        o = r["ours_on_their_stage1"]["summary"]
+        teacher = r["ours_on_their_stage1"]["teacher_2d"]
+        cell = lambda mode: f"{o[f'{mode}_cosine']['mean']:.3f} / {o[f'{mode}_relevancy']['mean']:.3f}"  # noqa: E731
+        rows.append(("Same stage 1, features and schedule as the authors' stage 2 (their s2_synth), 3D mIoU "
+                     "(cosine / relevancy labels)", f"ours faithful {cell('faithful')}; improved {cell('improved')}",
+                     f"authors {printed['cosine']['miou']:.3f} / {printed['relevancy']['miou']:.3f}; 2D teacher "
+                     f"{teacher['cosine']['miou']:.3f} / {teacher['relevancy']['miou']:.3f}", "authors"))
+    return rows
+
+
 def bad_input_rows(r: dict) -> list[Row]:
     t = r["totals"]
     return [(f"Bad inputs and faults, {t['cases']} cases through the CLI",
@@ -199,7 +222,7 @@ def export_rows(r: dict) -> list[Row]:
 SOURCES: dict[str, Callable[[dict], list[Row]]] = {
     "reconstruct": reconstruct_rows, "extract": extract_rows, "builtin_features": builtin_rows,
     "demo": demo_rows, "demo_modes": modes_rows, "segment": segment_rows, "lifting": lifting_rows, "process_data": process_rows,
-    "compare": compare_rows, "bad_inputs": bad_input_rows, "export": export_rows}
+    "compare": compare_rows, "bad_inputs": bad_input_rows, "export": export_rows, "authors": authors_rows}
 
 
 def results_table() -> str:

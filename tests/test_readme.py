@@ -24,7 +24,8 @@ from ovs3d.cli.main import entrypoint
 README = Path(__file__).resolve().parents[1] / "README.md"
 ENCODERS = ["--extract.clip.kind", "builtin", "--extract.dino.kind", "builtin"]
 EXTRA = {"run": ENCODERS + ["--test.video-frames", "2"], "extract": ENCODERS, "relevancy": ENCODERS,
-         "segment": ENCODERS, "test": ["--test.video-frames", "2"], "render": ["--frames", "2"]}
+         "segment": ENCODERS, "test": ["--test.video-frames", "2"], "render": ["--frames", "2"],
+         "import-checkpoint": ENCODERS[:2]}
 
 
 def readme_blocks() -> list[list[list[str]]]:
@@ -51,6 +52,7 @@ def test_the_readme_has_the_blocks_this_test_runs() -> None:
     assert ["run"] in verbs
     assert ["relevancy", "extract", "reconstruct", "segment", "test", "query", "render"] in verbs
     assert ["export", "export", "export"] in verbs
+    assert ["import-checkpoint", "import-checkpoint", "test", "query", "render", "segment"] in verbs
 
 
 def export_blocks() -> list[list[list[str]]]:
@@ -64,9 +66,19 @@ def test_readme_pipeline_commands_run_as_written(block, synthetic_scene: Path, t
     shutil.copytree(synthetic_scene, tmp_path / "scenes" / "mine")
     shutil.copy(synthetic_scene / "segmentations" / "classes.txt", tmp_path / "classes.txt")
     monkeypatch.chdir(tmp_path)
+    if block[0][1] == "import-checkpoint":   # checkpoints in the authors' format, where their code writes them
+        from authors_helpers import random_authors_checkpoint, save_authors_checkpoint
+
+        for folder, stage2 in (("log", False), ("log_seg", True)):
+            (tmp_path / folder / "mine").mkdir(parents=True)
+            save_authors_checkpoint(random_authors_checkpoint(stage2=stage2, aabb=[[-2, -2, -1], [2, 2, 1]]),
+                                    tmp_path / folder / "mine" / "mine.th")
     for command in block:
         entrypoint(as_test(command))
-    if block[0][1] == "run":
+    if block[0][1] == "import-checkpoint":
+        assert (tmp_path / "outputs" / "mine" / "authors" / "test" / "metrics.json").is_file()
+        assert (tmp_path / "outputs" / "mine" / "ours-on-authors" / "checkpoint.safetensors").is_file()
+    elif block[0][1] == "run":
         assert (tmp_path / "outputs" / "mine" / "test" / "metrics.json").is_file()
     else:
         assert (tmp_path / "outputs" / "mine" / "segment" / "test" / "results.txt").is_file()

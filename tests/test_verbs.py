@@ -13,7 +13,8 @@ from ovs3d.cli import main as cli
 from ovs3d.runs.store import read_run
 from ovs3d.train.configs import PRESET_NAMES, PRESETS, preset
 
-SCENE_VERBS = {"extract", "reconstruct", "segment", "test", "query", "relevancy", "run", "export"}     # --data
+SCENE_VERBS = {"extract", "reconstruct", "segment", "test", "query", "relevancy", "run", "export",
+               "import-checkpoint"}                                                            # --data
 RUN_VERBS = {"segment", "test", "query", "render", "export"}                                          # --run
 OUT_VERBS = set(cli.VERBS) - {"extract"}                                                    # --out
 PRESET_VERBS = {"reconstruct", "segment", "run"}                                            # --preset

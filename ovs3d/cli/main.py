@@ -25,6 +25,7 @@ VERBS: dict[str, str] = {
     "extract": "extract",
     "reconstruct": "reconstruct",
     "render": "render",
+    "import-checkpoint": "import_checkpoint",
     "segment": "segment",
     "test": "test",
     "query": "query",
