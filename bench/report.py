@@ -157,10 +157,25 @@ def bad_input_rows(r: dict) -> list[Row]:
              f"{t['fail']} failing cases", "target 0 / 0 / 0 / 0", "bad_inputs")]
 
 
+def viewer_rows(r: dict) -> list[Row]:
+    def cell(path: dict) -> str:
+        return "; ".join(f"{mode} {path[mode]['first_frame_s']['median']:.2f} / {path[mode]['full_frame_s']['median']:.2f} s"
+                         for mode in ("rgb", "labels"))
+    q = r["queries"]
+    size = r["renderer_path"]["rgb"]["full_size"]
+    return [(f"`ovs3d view`, demo stage-2 run, camera move to first (preview) / full {size} frame, {r['threads']} threads",
+             f"renderer: {cell(r['renderer_path'])}; server thread + JPEG: {cell(r['server_path'])}",
+             "target first <= 0.3 s, full <= 2 s", "viewer"),
+            (f"`ovs3d view`, a new query on a rendered {q['frame']} frame",
+             f"{q['new_query_ms']['median']:.2f} ms ({q['feature_dim']}-d built-in features), "
+             f"{q['clip_sized_512d']['new_query_ms']['median']:.2f} ms (512-d)",
+             "target <= 5 ms (LangSplatV2: 4.8 ms on an A100)", "viewer")]
+
+
 SOURCES: dict[str, Callable[[dict], list[Row]]] = {
     "reconstruct": reconstruct_rows, "extract": extract_rows, "builtin_features": builtin_rows,
     "demo": demo_rows, "demo_modes": modes_rows, "segment": segment_rows, "lifting": lifting_rows, "process_data": process_rows,
-    "compare": compare_rows, "bad_inputs": bad_input_rows}
+    "compare": compare_rows, "bad_inputs": bad_input_rows, "viewer": viewer_rows}
 
 
 def results_table() -> str:

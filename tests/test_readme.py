@@ -5,7 +5,7 @@ order, through the real entry point. The only changes to a command: paths point 
 (``scenes/mine`` is the synthetic fixture scene, ``my_photos/`` and ``clip.mp4`` are bird_360 frames),
 ``--preset cpu`` becomes ``--preset test``, the built-in encoders are chosen (CLIP/DINO weights cannot
 be downloaded here) and videos get 2 frames. ``ovs3d demo`` is not run here: it takes minutes and is
-``python -m bench.demo``.
+``python -m bench.demo``; nor is ``ovs3d view``, a server that runs until stopped (``test_viewer_browser.py``).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def test_the_readme_has_the_blocks_this_test_runs() -> None:
     assert ["relevancy", "extract", "reconstruct", "segment", "test", "query", "render"] in verbs
 
 
-@pytest.mark.parametrize("block", [b for b in readme_blocks() if b[0][1] not in ("demo", "process-data")],
+@pytest.mark.parametrize("block", [b for b in readme_blocks() if b[0][1] not in ("demo", "process-data", "view")],
                          ids=lambda b: "+".join(c[1] for c in b))
 def test_readme_pipeline_commands_run_as_written(block, synthetic_scene: Path, tmp_path: Path, monkeypatch) -> None:
     shutil.copytree(synthetic_scene, tmp_path / "scenes" / "mine")

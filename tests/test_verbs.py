@@ -14,7 +14,7 @@ from ovs3d.runs.store import read_run
 from ovs3d.train.configs import PRESET_NAMES, PRESETS, preset
 
 SCENE_VERBS = {"extract", "reconstruct", "segment", "test", "query", "relevancy", "run"}     # --data
-RUN_VERBS = {"segment", "test", "query", "render"}                                          # --run
+RUN_VERBS = {"segment", "test", "query", "render", "view"}                                          # --run
 OUT_VERBS = set(cli.VERBS) - {"extract"}                                                    # --out
 PRESET_VERBS = {"reconstruct", "segment", "run"}                                            # --preset
 RUNTIME_VERBS = set(cli.VERBS) - {"make-scene", "process-data"}                             # --device, --threads

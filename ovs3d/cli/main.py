@@ -28,6 +28,7 @@ VERBS: dict[str, str] = {
     "segment": "segment",
     "test": "test",
     "query": "query",
+    "view": "view",
     "relevancy": "relevancy",
     "run": "run",
     "demo": "demo",
