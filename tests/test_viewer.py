@@ -278,3 +278,25 @@ def test_a_click_on_a_frustum_puts_the_browser_camera_there(renderer: ViewRender
     np.testing.assert_allclose(forward / np.linalg.norm(forward), -view.c2w[:, 2], atol=1e-9)
     assert client.camera.fov == view.fov
     assert 0.0 < frustum_scale(renderer.scene.cameras.centers.double().numpy(), 1.0) <= 0.1
+
+
+def test_the_query_product_in_the_heads_span_is_exact() -> None:
+    from types import SimpleNamespace
+
+    from ovs3d.viewer.frames import feature_basis
+
+    gen = torch.Generator().manual_seed(0)
+    last = torch.nn.Linear(32, 512)
+    with torch.no_grad():
+        feats = torch.nn.functional.normalize(last(torch.randn(6 * 8, 32, generator=gen)), dim=-1).reshape(6, 8, 512)
+    basis = feature_basis(SimpleNamespace(head=[last]))
+    assert basis.shape == (512, 33)
+    torch.testing.assert_close(basis.t() @ basis, torch.eye(33), atol=1e-5, rtol=0)
+    coords = feats.reshape(-1, 512) @ basis
+    torch.testing.assert_close(coords @ basis.t(), feats.reshape(-1, 512), atol=1e-5, rtol=0)
+    text = torch.nn.functional.normalize(torch.randn(3, 512, generator=gen), dim=-1)
+    negatives = torch.nn.functional.normalize(torch.randn(2, 512, generator=gen), dim=-1)
+    for neg in (None, negatives):
+        np.testing.assert_allclose(query_relevancy(feats, text, neg, coords, basis), query_relevancy(feats, text, neg),
+                                   atol=1e-5)
+    assert feature_basis(SimpleNamespace(head=[torch.nn.Linear(128, 13)])) is None   # no smaller: not used

@@ -42,6 +42,9 @@ def main(config: Config) -> None:
     renderer = ViewRenderer.from_run(config.run, device)
     viewer = Viewer(renderer, config.host, config.port, out=config.out or Path(config.run) / "view",
                     target_ms=config.target_ms, height=config.height or None, path_frames=config.path_frames)
+    if config.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"ovs3d view: warning: listening on {config.host}, not 127.0.0.1: anyone who can reach this machine "
+              f"on port {viewer.port} sees the scene", flush=True)
     print(f"ovs3d view: {renderer.encoder_label}", flush=True)
     print(f"ovs3d view: serving {config.run} at {viewer.url} (Ctrl-C to stop)", flush=True)
     try:

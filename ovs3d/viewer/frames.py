@@ -7,6 +7,12 @@ queries is one matrix product of the cached features with their text embeddings,
 milliseconds (``Colorizer``). Rendering goes through ``render_camera`` in horizontal strips so that a render
 can be abandoned between two strips when the camera moves again.
 
+The query's matrix product is made smaller without changing its result: a semantic model's features end in
+an affine layer, F = normalise(W h + acc b) with W [D, k] (k = 128 hidden units), so every rendered F lies
+in the span of [W, b]. With an orthonormal basis B [D, k + 1] of that span (``feature_basis``), each full
+frame keeps its coordinates C = F B [H W, k + 1] (computed in the render thread), and cos(F, t) = C (B^T t):
+a product over k + 1 = 129 numbers per pixel instead of D = 512.
+
 Relevancy (for query q with unit embedding t_q, pixel feature F):
   * plain: cos(F, t_q) min-max normalised over the frame (as ``ovs3d query``);
   * with the canonical negatives n_i ("object", "things", "stuff", "texture", LERF's):
@@ -60,6 +66,8 @@ class Frame:
     features: torch.Tensor | None = None
     selection: np.ndarray | None = None
     seconds: float = 0.0
+    coords: torch.Tensor | None = None
+    """[H W, r] the features in the renderer's ``basis`` (when it has one): F = coords @ basis^T."""
 
     def has(self, outputs: tuple[str, ...]) -> bool:
         """Whether this frame holds every one of ``outputs`` (rgb and depth it always holds)."""
@@ -101,6 +109,7 @@ class ViewRenderer:
         self.encoder, self.encoder_error, self.chunk = encoder, encoder_error, chunk
         self.classes = list(record.classes) if self.semantic else []
         self.class_text = model.class_text.float() if self.semantic else None
+        self.basis = feature_basis(model) if self.semantic else None
         self._text_cache: dict[str, torch.Tensor] = {}
 
     @classmethod
@@ -146,7 +155,7 @@ class ViewRenderer:
         semantic = self.semantic and bool({"features", "selection"} & set(outputs))
         model = self.model if semantic else self.field
         wanted = ("rgb", "depth") + (tuple(o for o in ("features", "selection") if o in outputs) if semantic else ())
-        rows = max(1, self.chunk // cams.width)
+        rows = max(1, min(self.chunk // cams.width, -(-cams.height // 8)))   # 8 strips or more: a move stops it soon
         parts: dict[str, list[torch.Tensor]] = {}
         for r0 in range(0, cams.height, rows):
             if should_stop is not None and should_stop():
@@ -155,9 +164,11 @@ class ViewRenderer:
             for k, v in render_camera(model, strip, 0, step, wanted, chunk=self.chunk).items():
                 parts.setdefault(k, []).append(v)
         out = {k: torch.cat(v) for k, v in parts.items()}
+        features = out.get("features")
+        coords = None if features is None or self.basis is None else features.reshape(-1, features.shape[-1]) @ self.basis
         return Frame(key=view.key, width=cams.width, height=cams.height, step=step,
                      rgb=out["rgb"].float().cpu().numpy(), depth=out["depth"].float().cpu().numpy(),
-                     features=out.get("features"),
+                     features=features, coords=coords,
                      selection=out["selection"].float().cpu().numpy() if "selection" in out else None,
                      seconds=time.perf_counter() - start)
 
@@ -221,19 +232,35 @@ class Colorizer:
         key = (id(frame), frame.key, frame.width, settings.queries, settings.negatives)
         if key != self._relevancy_key:
             self._relevancy = query_relevancy(frame.features, self.renderer.text(settings.queries),
-                                              self.renderer.text(CANONICAL_NEGATIVES) if settings.negatives else None)
+                                              self.renderer.text(CANONICAL_NEGATIVES) if settings.negatives else None,
+                                              frame.coords, self.renderer.basis)
             self._relevancy_key = key
         return self._relevancy
 
 
-def query_relevancy(features: torch.Tensor, text: torch.Tensor, negatives: torch.Tensor | None = None) -> np.ndarray:
+def feature_basis(model) -> torch.Tensor | None:
+    """[D, k + 1] orthonormal basis of the span of the model's last (affine) head layer, [W, b], in which
+    every rendered feature lies; None when it would not make the product smaller (k + 1 > D / 2)."""
+    last = model.head[-1]
+    span = torch.cat([last.weight, last.bias[:, None]], dim=1).detach().float()
+    if 2 * span.shape[1] > span.shape[0]:
+        return None
+    return torch.linalg.qr(span).Q
+
+
+def query_relevancy(features: torch.Tensor, text: torch.Tensor, negatives: torch.Tensor | None = None,
+                    coords: torch.Tensor | None = None, basis: torch.Tensor | None = None) -> np.ndarray:
     """Relevancy [Q, H, W] of unit features [H, W, D] for unit queries [Q, D]: one matrix product (with the
-    negatives [N, D] appended when given), then min-max per query, or LERF's pairwise softmax."""
+    negatives [N, D] appended when given), then min-max per query, or LERF's pairwise softmax. With the
+    features' ``coords`` [H W, r] in an orthonormal ``basis`` [D, r] of their span, the product is taken there."""
     h, w, d = features.shape
-    flat = features.reshape(-1, d)
     q = text.shape[0]
     rows = text if negatives is None else torch.cat([text, negatives])
-    cos = flat @ rows.to(flat).t()                                   # [H W, Q (+ N)]
+    if coords is not None and basis is not None:
+        cos = coords @ (rows.to(basis) @ basis).t()                  # [H W, Q (+ N)], r numbers per pixel
+    else:
+        flat = features.reshape(-1, d)
+        cos = flat @ rows.to(flat).t()
     if negatives is None:
         lo, hi = cos.amin(0), cos.amax(0)
         rel = (cos - lo) / (hi - lo).clamp(min=1e-12)

@@ -35,12 +35,12 @@ def focus_distance(bounds: np.ndarray) -> float:
 
 
 def frustum_scale(centers: np.ndarray, near: float) -> float:
-    """Frustum size: 0.6 of the median distance between neighbouring cameras (forward-facing captures have
+    """Frustum size: 0.3 of the median distance between neighbouring cameras (forward-facing captures have
     them close together), within 1 % to 10 % of the nearest depth bound."""
     if len(centers) < 2:
         return 0.1 * near
     dist = np.linalg.norm(centers[:, None] - centers[None], axis=-1) + np.diag(np.full(len(centers), np.inf))
-    return float(np.clip(0.6 * np.median(dist.min(1)), 0.01 * near, 0.1 * near))
+    return float(np.clip(0.3 * np.median(dist.min(1)), 0.01 * near, 0.1 * near))
 
 
 def legend_html(classes: list[str]) -> str:

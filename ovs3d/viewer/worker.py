@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+import torch
 
 from ovs3d.viewer.camera import ViewCamera
 from ovs3d.viewer.frames import Frame
@@ -81,7 +82,7 @@ class ClientWorker(threading.Thread):
 
     def __init__(self, renderer, colorizer, budget: Budget, camera: Callable[[], ViewCamera | None],
                  settings: Callable[[], object], send: Callable, full_height: Callable[[], int],
-                 still_s: float = 0.08, on_error: Callable[[str], None] | None = None) -> None:
+                 still_s: float = 0.12, on_error: Callable[[str], None] | None = None) -> None:
         super().__init__(daemon=True, name="ovs3d-view-render")
         self.renderer, self.colorizer, self.budget = renderer, colorizer, budget
         self.camera, self.settings, self.send, self.full_height = camera, settings, send, full_height
@@ -92,6 +93,7 @@ class ClientWorker(threading.Thread):
         self.alive = True
         self.frame: Frame | None = None
         self.last_key: tuple | None = None
+        self.threads = torch.get_num_threads()      # the process's setting (--threads); OpenMP's is per thread
 
     def moved(self, force: bool = False) -> None:
         """The client's camera sent an update: a new camera version unless it did not actually move."""
@@ -115,6 +117,7 @@ class ClientWorker(threading.Thread):
             self.cond.notify_all()
 
     def run(self) -> None:
+        torch.set_num_threads(self.threads)
         done = (0, 0)                                            # wait for the first moved()
         while True:
             with self.cond:
