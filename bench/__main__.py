@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "extract": [],
     "builtin_features": [],
     "demo": [],
+    "viewer": [],
     "segment": [],
     "lifting": [],
     "process_data": [],

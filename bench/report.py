@@ -219,10 +219,35 @@ def export_rows(r: dict) -> list[Row]:
     return rows
 
 
+def viewer_rows(r: dict) -> list[Row]:
+    def cell(path: dict) -> str:
+        return "; ".join(f"{mode} {path[mode]['first_frame_s']['median']:.2f} / {path[mode]['full_frame_s']['median']:.2f} s"
+                         f" (CPU {path[mode]['full_frame_cpu_s']['median']:.2f} s)" for mode in ("rgb", "labels"))
+    q = r["queries"]
+    la = r["load_average_1_5_15"]
+    load = f"{la['start'][0]:.1f} at start, {la['end'][0]:.1f} at end"
+    rows = []
+    for threads, t in r["by_threads"].items():
+        size = t["renderer_path"]["rgb"]["full_size"]
+        rows.append((f"`ovs3d view`, demo stage-2 run, camera move to first (preview) / full {size} frame, "
+                     f"{threads} thread(s), machine load {load}",
+                     f"renderer: {cell(t['renderer_path'])}; server thread + JPEG: {cell(t['server_path'])}",
+                     "target first <= 0.3 s, full <= 2 s", "viewer"))
+    def ms(m: dict) -> str:
+        return f"{m['median']:.2f} ms" + (f" (CPU {m['cpu_ms']['median']:.2f} ms)" if "cpu_ms" in m else "")
+    rows.append((f"`ovs3d view`, a new query on a rendered {q['frame']} frame, machine load {load}",
+                 f"{ms(q['new_query_ms'])} with {q['feature_dim']}-d built-in features; "
+                 f"{ms(q['clip_sized_512d']['new_query_ms'])} with 512-d features in the head's span "
+                 f"(all 512: {ms(q['clip_sized_512d']['without_basis_ms'])})",
+                 "target <= 5 ms (LangSplatV2: 4.8 ms on an A100)", "viewer"))
+    return rows
+
+
 SOURCES: dict[str, Callable[[dict], list[Row]]] = {
     "reconstruct": reconstruct_rows, "extract": extract_rows, "builtin_features": builtin_rows,
     "demo": demo_rows, "demo_modes": modes_rows, "segment": segment_rows, "lifting": lifting_rows, "process_data": process_rows,
-    "compare": compare_rows, "bad_inputs": bad_input_rows, "export": export_rows, "authors": authors_rows}
+    "compare": compare_rows, "bad_inputs": bad_input_rows, "export": export_rows, "authors": authors_rows,
+    "viewer": viewer_rows}
 
 
 def results_table() -> str:

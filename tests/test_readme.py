@@ -6,7 +6,8 @@ order, through the real entry point. The only changes to a command: paths point 
 ``--preset cpu`` becomes ``--preset test``, the built-in encoders are chosen (CLIP/DINO weights cannot
 be downloaded here) and videos get 2 frames. ``ovs3d demo`` is not run here: it takes minutes and is
 ``python -m bench.demo``. The blocks of ``ovs3d export`` commands read the run of the stage-by-stage block,
-so they run in its folder, after it.
+so they run in its folder, after it; ``ovs3d view`` is not run, a server that runs until stopped
+(``test_viewer_browser.py``).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def export_blocks() -> list[list[list[str]]]:
     return [b for b in readme_blocks() if all(c[1] == "export" for c in b)]
 
 
-@pytest.mark.parametrize("block", [b for b in readme_blocks() if b[0][1] not in ("demo", "process-data", "export")],
+@pytest.mark.parametrize("block", [b for b in readme_blocks() if b[0][1] not in ("demo", "process-data", "export", "view")],
                          ids=lambda b: "+".join(c[1] for c in b))
 def test_readme_pipeline_commands_run_as_written(block, synthetic_scene: Path, tmp_path: Path, monkeypatch) -> None:
     shutil.copytree(synthetic_scene, tmp_path / "scenes" / "mine")

@@ -15,7 +15,7 @@ from ovs3d.train.configs import PRESET_NAMES, PRESETS, preset
 
 SCENE_VERBS = {"extract", "reconstruct", "segment", "test", "query", "relevancy", "run", "export",
                "import-checkpoint"}                                                            # --data
-RUN_VERBS = {"segment", "test", "query", "render", "export"}                                          # --run
+RUN_VERBS = {"segment", "test", "query", "render", "export", "view"}                                          # --run
 OUT_VERBS = set(cli.VERBS) - {"extract"}                                                    # --out
 PRESET_VERBS = {"reconstruct", "segment", "run"}                                            # --preset
 RUNTIME_VERBS = set(cli.VERBS) - {"make-scene", "process-data"}                             # --device, --threads

@@ -30,6 +30,7 @@ VERBS: dict[str, str] = {
     "test": "test",
     "query": "query",
     "export": "export",
+    "view": "view",
     "relevancy": "relevancy",
     "run": "run",
     "demo": "demo",
