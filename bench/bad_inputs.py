@@ -44,7 +44,7 @@ from typing import Callable
 
 import numpy as np
 
-from bench.common import write_result
+from bench.common import cpu_flags, write_result
 
 CLI = [sys.executable, "-m", "ovs3d.cli.main"]
 ENC = ["--extract.clip.kind", "builtin", "--extract.dino.kind", "builtin"]
@@ -914,16 +914,6 @@ def shlex_quote(arg: str) -> str:
     if len(arg) > 60:
         arg = arg[:40] + f"...<{len(arg)} chars>"
     return shlex.quote(arg)
-
-
-def cpu_flags() -> list[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line.split(":", 1)[1].split()
-    except OSError:
-        pass
-    return []
 
 
 def print_table(rows: list[dict]) -> None:

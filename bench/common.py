@@ -20,26 +20,25 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def cpu_name() -> str:
-    """The CPU model name from /proc/cpuinfo (or platform.processor())."""
+def cpuinfo(key: str) -> str | None:
+    """The value of the first ``key`` line of /proc/cpuinfo, or None (no such line, no /proc)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(key):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return None
+
+
+def cpu_name() -> str:
+    """The CPU model name from /proc/cpuinfo (or platform.processor())."""
+    return cpuinfo("model name") or platform.processor() or "unknown"
 
 
 def cpu_flags() -> list[str]:
     """The CPU's feature flags as ``lscpu`` lists them (``flags`` line of /proc/cpuinfo), sorted."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return sorted(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return []
+    return sorted((cpuinfo("flags") or "").split())
 
 
 SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
