@@ -12,10 +12,12 @@ measured, for rgb and for labels, two ways:
 New query: on a full labels frame, the milliseconds from a typed query (its text embedding cached, as the
 encoder's own time is listed separately) to the coloured relevancy image: one matrix product of the frame's
 cached features with the text, the min-max, the colour map. The same on a frame of random 512-d features
-(CLIP's size; the demo's built-in encoders have 13-d features). Targets: first frame <= 0.3 s, full
+(CLIP's size; the demo's built-in encoders have 13-d features). The viewer's fast render (bf16 products
+where native, weight threshold 1e-3) is compared in the same run with the reference render (fp32, 1e-4):
+labels agreement, rgb PSNR, time ratio. Targets: first frame <= 0.3 s, full
 160x120 frame <= 2 s, a new query <= 5 ms.
 
-Run: ``python -m bench.viewer [--run RUN] [--demo-out /tmp/ovs3d-bench-demo] [--moves 6] [--threads 2 1]``
+Run: ``python -m bench.viewer [--run RUN] [--demo-out /tmp/ovs3d-bench-demo] [--moves 6] [--threads 2 1] [--precision auto|fp32|bf16]``
 (without ``--run``: the demo's stage-2 run in ``--demo-out``, made with ``ovs3d demo`` when absent).
 """
 
@@ -47,7 +49,7 @@ def demo_run(out: Path) -> Path:
 
 def summary(values: list[float], digits: int = 3) -> dict:
     return {"median": round(statistics.median(values), digits), "max": round(max(values), digits),
-            "all": [round(v, digits) for v in values]}
+            "min": round(min(values), digits), "all": [round(v, digits) for v in values]}
 
 
 def moves(renderer, n: int):
@@ -127,6 +129,33 @@ def server_path(renderer, budget, cameras, height: int) -> dict:
     return out
 
 
+def fidelity(fast, reference, cameras, height: int) -> dict:
+    """The fast renderer (its precision and weight threshold) against the reference render (fp32, the
+    threshold ``ovs3d test`` uses) at the same cameras: the fraction of pixels whose cosine label is the
+    same, the rgb PSNR between the two, and both full-frame times (labels outputs) in this run."""
+    from ovs3d.render.labels import class_cosines, label_pixels
+
+    same, psnr, times = [], [], {"fast": [], "reference": []}
+    for view in cameras:
+        frames = {}
+        for name, renderer in (("fast", fast), ("reference", reference)):
+            start = time.perf_counter()
+            frames[name] = renderer.render(view, height, renderer.outputs("labels"))
+            times[name].append(time.perf_counter() - start)
+        a, b = frames["fast"], frames["reference"]
+        mse = float(((a.rgb - b.rgb) ** 2).mean())
+        psnr.append(-10 * float(torch.log10(torch.tensor(max(mse, 1e-12)))))
+        if a.features is not None:
+            la = label_pixels(class_cosines(a.features, fast.class_text), "cosine")
+            lb = label_pixels(class_cosines(b.features, reference.class_text), "cosine")
+            same.append(float((la == lb).float().mean()))
+    return {"fast": {"precision": fast.precision, "weight_threshold": fast.weight_threshold},
+            "reference": {"precision": reference.precision, "weight_threshold": reference.weight_threshold},
+            "labels_same_fraction": summary(same, 4) if same else None, "rgb_psnr_db": summary(psnr, 2),
+            "full_labels_frame_s": {k: summary(v) for k, v in times.items()},
+            "speedup": round(statistics.median(times["reference"]) / statistics.median(times["fast"]), 2)}
+
+
 def query_ms(renderer, height: int, camera, repeats: int = 30) -> dict:
     from ovs3d.viewer.frames import Colorizer, Frame, Settings
 
@@ -191,6 +220,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1],
                         help="torch thread counts to measure (2: the 2-core target; 1: what a busy machine favours)")
     parser.add_argument("--height", type=int, default=120)
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="the viewer's products (fp32: what a CPU without native bf16 gets; writes viewer_fp32.json)")
     parser.add_argument("--target-ms", type=float, default=150.0, help="the viewer's preview budget (its default)")
     args = parser.parse_args()
     from ovs3d.viewer.camera import dataset_view
@@ -200,7 +231,7 @@ def main() -> None:
     run = args.run or demo_run(args.demo_out)
     load_before = [round(x, 2) for x in os.getloadavg()]
     start = time.perf_counter()
-    renderer = ViewRenderer.from_run(run, "cpu")
+    renderer = ViewRenderer.from_run(run, "cpu", precision=args.precision)
     load_s = time.perf_counter() - start
     cameras = moves(renderer, args.moves)
     by_threads = {}
@@ -221,6 +252,12 @@ def main() -> None:
             for mode in MODES:
                 print(f"{threads} threads, {path:8s} {mode:6s}: first frame {data[mode]['first_frame_s']['median']:.3f} s, "
                       f"full {data[mode]['full_frame_s']['median']:.3f} s (medians over {args.moves} moves)")
+    torch.set_num_threads(args.threads[0])
+    reference = ViewRenderer.from_run(run, "cpu", precision="fp32", weight_threshold=1e-4)
+    versus = fidelity(renderer, reference, cameras, args.height)
+    print(f"fast vs reference render ({args.threads[0]} threads): labels equal on "
+          f"{versus['labels_same_fraction']['min'] if versus['labels_same_fraction'] else float('nan'):.4f} "
+          f"of the pixels (worst view), rgb PSNR {versus['rgb_psnr_db']['min']:.1f} dB (worst), speed-up {versus['speedup']}x")
     queries = query_ms(renderer, args.height, cameras[0])
     queries["meets_target"] = {"builtin": queries["new_query_ms"]["median"] <= TARGETS["new_query_ms"],
                                "512d": queries["clip_sized_512d"]["new_query_ms"]["median"] <= TARGETS["new_query_ms"]}
@@ -229,8 +266,8 @@ def main() -> None:
               "preview_target_s": args.target_ms / 1000.0, "load_s": round(load_s, 2),
               "load_average_1_5_15": {"start": load_before, "end": [round(x, 2) for x in os.getloadavg()],
                                       "note": "above 2, other processes shared the 2 cores during the run"},
-              "targets": TARGETS, "by_threads": by_threads, "queries": queries}
-    write_result("viewer", result)
+              "targets": TARGETS, "by_threads": by_threads, "fast_vs_reference": versus, "queries": queries}
+    write_result("viewer" if args.precision == "auto" else f"viewer_{args.precision}", result)
     print(f"new query: {queries['new_query_ms']['median']:.2f} ms ({queries['feature_dim']}-d), "
           f"{queries['clip_sized_512d']['new_query_ms']['median']:.2f} ms (512-d)")
 

@@ -119,12 +119,27 @@ def test_a_frame_is_render_camera_of_the_dataset_view_in_strips_and_stops_when_a
     cams = renderer.scene.cameras
     renderer.chunk = 100                                   # 3 rows per strip: 8 strips
     frame = renderer.render(dataset_view(cams, 0), cams.height, ("rgb", "features"))
-    ref = render_camera(renderer.model, cams, 0, renderer.record.step, ("rgb", "features"))
+    ref = render_camera(renderer.model, cams, 0, renderer.record.step, ("rgb", "features"),
+                        weight_threshold=renderer.weight_threshold)
     np.testing.assert_allclose(frame.rgb, ref["rgb"].numpy(), atol=1e-5)
     torch.testing.assert_close(frame.features, ref["features"], atol=1e-5, rtol=1e-4)
     assert (frame.width, frame.height) == (32, 24) and frame.selection is None
     calls = iter(range(100))
     assert renderer.render(dataset_view(cams, 0), 24, ("rgb",), should_stop=lambda: next(calls) >= 2) is None
+
+
+def test_the_reference_settings_render_exactly_what_test_renders_and_the_fast_ones_stay_close(tiny_run: Path) -> None:
+    exact = ViewRenderer.from_run(tiny_run, "cpu", precision="fp32", weight_threshold=1e-4)
+    cams = exact.scene.cameras
+    frame = exact.render(dataset_view(cams, 1), cams.height, ("rgb", "features"))
+    ref = render_camera(exact.model, cams, 1, exact.record.step, ("rgb", "features"))   # test's defaults
+    np.testing.assert_allclose(frame.rgb, ref["rgb"].numpy(), atol=1e-5)
+    torch.testing.assert_close(frame.features, ref["features"], atol=1e-5, rtol=1e-4)
+    fast = ViewRenderer.from_run(tiny_run, "cpu", precision="bf16", weight_threshold=1e-3)
+    approx = fast.render(dataset_view(cams, 1), cams.height, ("rgb", "features"))
+    assert fast.model.head_precision == "bf16"
+    assert np.abs(approx.rgb - frame.rgb).max() < 0.02
+    assert float((approx.features * frame.features).sum(-1).min()) > 0.99     # unit features: cosine
 
 
 def test_queries_are_a_matrix_product_on_the_cached_frame(renderer: ViewRenderer, monkeypatch) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from ovs3d.cli.common import RuntimeFlags
 from ovs3d.device import Runtime
@@ -31,6 +32,10 @@ class Config:
     """Frame-time budget of the preview frames rendered while the camera moves."""
     path_frames: int = 60
     """Frames of the path video."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Products of the head and shading MLPs: auto = bf16 where the CPU/GPU has native bf16, else fp32."""
+    weight_threshold: float = 1e-3
+    """Samples with a smaller compositing weight are not shaded (1e-4: exactly what `ovs3d test` renders)."""
     runtime: RuntimeFlags = field(default_factory=Runtime)
 
 
@@ -39,7 +44,7 @@ def main(config: Config) -> None:
     from ovs3d.viewer.server import Viewer  # (every verb's module is imported to parse any command line)
 
     device = config.runtime.apply()
-    renderer = ViewRenderer.from_run(config.run, device)
+    renderer = ViewRenderer.from_run(config.run, device, config.precision, config.weight_threshold)
     viewer = Viewer(renderer, config.host, config.port, out=config.out or Path(config.run) / "view",
                     target_ms=config.target_ms, height=config.height or None, path_frames=config.path_frames)
     if config.host not in ("127.0.0.1", "localhost", "::1"):

@@ -29,6 +29,7 @@ unit coordinates, for the samples whose weight passes the threshold) and output,
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -90,6 +91,13 @@ class SemanticField(nn.Module):
         for p in field.density_parameters():
             p.requires_grad_(False)
         self.set_appearance_trainable(False)
+        self.head_precision = "fp32"
+
+    def set_precision(self, precision: str) -> None:
+        """Run the head's hidden layers and the field's shading MLP at ``precision`` (fp32, or bf16: bf16
+        products accumulated in fp32, the hidden features turned back to fp32 before compositing)."""
+        self.head_precision = precision
+        self.field.set_shading(precision)
 
     @property
     def mode(self) -> SemanticMode:
@@ -109,13 +117,16 @@ class SemanticField(nn.Module):
         return torch.sigmoid(logits) if self.mode == "faithful" else logits
 
     def _head_hidden(self, a: torch.Tensor) -> torch.Tensor:
-        """The head up to (excluding) its last layer; ReLU between layers in improved mode."""
+        """The head up to (excluding) its last layer; ReLU between layers in improved mode (fp32 out)."""
         h = a
-        for layer in self.head[:-1]:
-            h = layer(h)
-            if self.mode == "improved":
-                h = torch.relu(h)
-        return h
+        context = (torch.autocast(a.device.type, dtype=torch.bfloat16) if self.head_precision == "bf16"
+                   else contextlib.nullcontext())
+        with context:
+            for layer in self.head[:-1]:
+                h = layer(h)
+                if self.mode == "improved":
+                    h = torch.relu(h)
+        return h.float()
 
     def feature_of_points(self, a: torch.Tensor) -> torch.Tensor:
         """The head applied per point: a [M, 27] -> [M, 512] (for inspection and tests; rendering

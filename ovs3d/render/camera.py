@@ -31,8 +31,8 @@ TEXT_OUTPUTS = ("cosines", "relevancy", "labels")
 
 @torch.no_grad()
 def render_camera(model, cameras: Cameras, view: int, step: float, outputs: tuple[str, ...] = RADIANCE_OUTPUTS,
-                  chunk: int = 4096, text: torch.Tensor | None = None, label_rule: str = "cosine"
-                  ) -> dict[str, torch.Tensor]:
+                  chunk: int = 4096, text: torch.Tensor | None = None, label_rule: str = "cosine",
+                  weight_threshold: float = 1e-4) -> dict[str, torch.Tensor]:
     """Render every pixel of ``cameras[view]`` (midpoint samples, marching ``step``).
 
     Args:
@@ -40,6 +40,7 @@ def render_camera(model, cameras: Cameras, view: int, step: float, outputs: tupl
         outputs: names from ``RADIANCE_OUTPUTS`` and ``SEMANTIC_OUTPUTS``.
         chunk: rays per chunk.
         text: [C, D] unit text embeddings, needed for cosines, relevancy and labels.
+        weight_threshold: samples with a smaller weight w_i are not shaded (``march``).
     """
     unknown = set(outputs) - set(RADIANCE_OUTPUTS) - set(SEMANTIC_OUTPUTS)
     if unknown:
@@ -58,7 +59,7 @@ def render_camera(model, cameras: Cameras, view: int, step: float, outputs: tupl
     for s in range(0, u.numel(), chunk):
         o, d = field.space.rays(cameras, index[s:s + chunk], u[s:s + chunk], v[s:s + chunk])
         if semantic:
-            samples = march(field, o, d, step)
+            samples = march(field, o, d, step, weight_threshold=weight_threshold)
             viewdirs = nnf.normalize(d, dim=-1)[samples.ray_index] if "rgb" in outputs else None
             out = model.render(samples.xyz, samples.weights, samples.ray_index, samples.n_rays, viewdirs=viewdirs,
                                with_selection="selection" in outputs)
@@ -70,7 +71,7 @@ def render_camera(model, cameras: Cameras, view: int, step: float, outputs: tupl
             if viewdirs is not None:
                 got["rgb"] = out["rgb"].clamp(0, 1)
         else:
-            got = render_rays(field, o, d, step)
+            got = render_rays(field, o, d, step, weight_threshold=weight_threshold)
         for key, value in got.items():
             if key in outputs or key == "features":
                 parts.setdefault(key, []).append(value)

@@ -7,6 +7,13 @@ queries is one matrix product of the cached features with their text embeddings,
 milliseconds (``Colorizer``). Rendering goes through ``render_camera`` in horizontal strips so that a render
 can be abandoned between two strips when the camera moves again.
 
+Interactive speed on a CPU comes from two approximations a viewer can afford (both options; the reference
+render is ``precision="fp32", weight_threshold=1e-4``, what ``test`` uses): samples whose weight w_i is
+under ``weight_threshold`` = 1e-3 are not shaded (on the demo scene 27 % fewer shaded samples for 0.3 % of
+the composited weight), and the head's hidden layers and the shading MLP run with bf16 products where the
+CPU has native bf16 (``precision="auto"``, ``field/shading.py``), fp32 elsewhere. ``bench.viewer`` reports
+how many pixels' labels the fast frame changes against the reference render.
+
 The query's matrix product is made smaller without changing its result: a semantic model's features end in
 an affine layer, F = normalise(W h + acc b) with W [D, k] (k = 128 hidden units), so every rendered F lies
 in the span of [W, b]. With an orthonormal basis B [D, k + 1] of that span (``feature_basis``), each full
@@ -38,6 +45,7 @@ from ovs3d.features.encoders import ClipConfig
 from ovs3d.features.registry import build_image_text_encoder
 from ovs3d.features.relevancy import text_embeddings
 from ovs3d.field.base import SemanticModel
+from ovs3d.field.shading import resolve_precision
 from ovs3d.io.colormaps import class_colors, heatmap, label_boundaries
 from ovs3d.render.camera import depth_to_gray, render_camera
 from ovs3d.render.labels import class_cosines, label_pixels
@@ -48,6 +56,7 @@ MODES = ("rgb", "depth", "labels", "relevancy", "selection")
 SEMANTIC_MODES = ("labels", "relevancy", "selection")
 CANONICAL_NEGATIVES = ("object", "things", "stuff", "texture")
 NEGATIVE_TEMPERATURE = 10.0
+VIEW_WEIGHT_THRESHOLD = 1e-3
 
 
 @dataclass
@@ -100,20 +109,27 @@ class ViewRenderer:
     """Renders frames of one run (stage 1 or 2) at viewer cameras and colours them per mode."""
 
     def __init__(self, model, record, scene, device: torch.device | str = "cpu", encoder=None,
-                 encoder_error: str | None = None, chunk: int = 8192) -> None:
+                 encoder_error: str | None = None, chunk: int = 8192, precision: str = "auto",
+                 weight_threshold: float = VIEW_WEIGHT_THRESHOLD) -> None:
         self.model, self.record, self.scene = model, record, scene
         self.device = torch.device(device)
         self.semantic = isinstance(model, SemanticModel)
         self.field = model.field if self.semantic else model
         self.field.space = viewer_space(self.field.space, scene.cameras)
         self.encoder, self.encoder_error, self.chunk = encoder, encoder_error, chunk
+        self.weight_threshold = weight_threshold
+        self.precision = resolve_precision(precision, self.device)
+        setter = getattr(model, "set_precision", None) or getattr(self.field, "set_shading", None)
+        if setter is not None:                       # a model without a fast path renders at fp32
+            setter(self.precision)
         self.classes = list(record.classes) if self.semantic else []
         self.class_text = model.class_text.float() if self.semantic else None
         self.basis = feature_basis(model) if self.semantic else None
         self._text_cache: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def from_run(cls, run: str | Path, device: torch.device | str = "cpu") -> "ViewRenderer":
+    def from_run(cls, run: str | Path, device: torch.device | str = "cpu", precision: str = "auto",
+                 weight_threshold: float = VIEW_WEIGHT_THRESHOLD) -> "ViewRenderer":
         """The renderer of a run folder: its model, its scene's cameras, and (stage 2) its text encoder."""
         model, record = load_run(run, device)
         scene = scene_at_feature_resolution(record, annotations=False)    # the run's resolution (either stage)
@@ -124,7 +140,8 @@ class ViewRenderer:
                                                    torch.device(device))
             except WeightsUnavailableError as exc:
                 error = str(exc)
-        return cls(model, record, scene, device, encoder, error)
+        return cls(model, record, scene, device, encoder, error, precision=precision,
+                   weight_threshold=weight_threshold)
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -161,7 +178,8 @@ class ViewRenderer:
             if should_stop is not None and should_stop():
                 return None
             strip = strip_camera(cams, r0, min(r0 + rows, cams.height))
-            for k, v in render_camera(model, strip, 0, step, wanted, chunk=self.chunk).items():
+            for k, v in render_camera(model, strip, 0, step, wanted, chunk=self.chunk,
+                                          weight_threshold=self.weight_threshold).items():
                 parts.setdefault(k, []).append(v)
         out = {k: torch.cat(v) for k, v in parts.items()}
         features = out.get("features")
