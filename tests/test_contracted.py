@@ -144,6 +144,17 @@ def test_both_stages_run_in_the_contracted_space(scene_360: Path, tmp_path: Path
     metrics = json.loads((tmp_path / "run" / "test" / "metrics.json").read_text())
     assert metrics["metrics_computed"] and math.isfinite(metrics["3dovs"]["miou"])
     assert any((tmp_path / "run" / "test" / "segmentations_path").glob("video.*"))
+    # the viewer renders the contracted run from a dataset camera and along the scene's orbit
+    from ovs3d.viewer.camera import dataset_view
+    from ovs3d.viewer.frames import Settings, ViewRenderer
+    from ovs3d.viewer.path_video import render_path_video
+
+    renderer = ViewRenderer.from_run(tmp_path / "run" / "segment", "cpu")
+    frame = renderer.render(dataset_view(renderer.scene.cameras, 0), 16, renderer.outputs("labels"))
+    assert renderer.scene.kind == "360" and np.isfinite(frame.rgb).all() and frame.rgb.max() > 0.05
+    assert frame.features is not None and torch.isfinite(frame.features).all()
+    video = render_path_video(renderer, Settings(mode="labels"), tmp_path / "view", frames=2, height=12)
+    assert video.is_file() and video.stat().st_size > 0
 
 
 def test_the_contracted_space_maps_grid_points_back_to_the_scene() -> None:

@@ -10,7 +10,7 @@ from typing import Callable
 
 from ovs3d.io.lock import folder_lock
 from ovs3d.io.video import write_video
-from ovs3d.scene.paths import spiral_path
+from ovs3d.scene.paths import video_path
 from ovs3d.viewer.camera import dataset_view
 from ovs3d.viewer.frames import Colorizer, Settings, ViewRenderer
 
@@ -27,10 +27,10 @@ def video_name(settings: Settings) -> str:
 
 def render_path_video(renderer: ViewRenderer, settings: Settings, out: Path, frames: int, height: int,
                       progress: Callable[[int, int], None] | None = None) -> Path:
-    """Render ``frames`` frames of the spiral path ``height`` pixels high in ``settings``' mode; returns the
+    """Render ``frames`` frames of the scene's path ``height`` pixels high in ``settings``' mode; returns the
     video written (``out/<mode>_path.mp4``, or .gif where ffmpeg is missing)."""
     scene = renderer.scene
-    path = spiral_path(scene.cameras, scene.bounds, frames)
+    path = video_path(scene.cameras, scene.bounds, scene.kind, frames)
     colorizer = Colorizer(renderer)
     outputs = renderer.outputs(settings.mode)
     images = []

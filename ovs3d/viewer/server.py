@@ -1,11 +1,11 @@
-"""``ovs3d view``: the viser server, its controls and the scene context (camera frustums, the spiral path).
+"""``ovs3d view``: the viser server, its controls and the scene context (camera frustums, the scene's path).
 
 The page shows the run rendered from the browser's camera as the scene's background image, with the
-dataset cameras as frustums (click one to jump to it) and the spiral path as a curve. Controls: the mode
+dataset cameras as frustums (click one to jump to it) and the scene's path (spiral or orbit) as a curve. Controls: the mode
 (rgb, depth, labels, relevancy, selection), the queries (comma separated; a new query is a matrix product
 on the cached features), the relevancy threshold, the canonical negatives, the class legend with one
 toggle per class, the scale of the selection mode, the frame-time budget, and a button that renders the
-current mode along the spiral path to an mp4. The status line says what the last frame was.
+current mode along that path to an mp4. The status line says what the last frame was.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import viser
 
 from ovs3d.io.colormaps import class_colors
-from ovs3d.scene.paths import spiral_path
+from ovs3d.scene.paths import video_path
 from ovs3d.viewer.camera import ViewCamera, dataset_view, from_viser, look_target, to_viser
 from ovs3d.viewer.frames import Colorizer, Settings, ViewRenderer, parse_queries
 from ovs3d.viewer.path_video import render_path_video
@@ -98,9 +98,11 @@ class Viewer:
         cams = scene.cameras
         up = cams.c2w[:, :, 1].double().mean(0).numpy()
         self.up = up / np.linalg.norm(up)
-        self.focus = focus_distance(scene.bounds)
-        self.server.scene.set_up_direction(tuple(self.up))
         start = dataset_view(cams, self.start_view)
+        # the orbit centre: the spiral's focus ahead of a forward capture, the look-at origin of a 360 one
+        self.focus = (focus_distance(scene.bounds) if scene.kind == "forward"
+                      else float(np.linalg.norm(start.c2w[:, 3])))
+        self.server.scene.set_up_direction(tuple(self.up))
         initial = self.server.initial_camera
         initial.up = tuple(self.up)
         initial.position = tuple(start.c2w[:, 3])
@@ -117,7 +119,7 @@ class Viewer:
                 color=(60, 120, 220), thickness=1.5, thickness_units="screen")
             frustum.on_click(lambda event, view=view: self.jump(event.client, view))
             self.frustums.append(frustum)
-        path = spiral_path(cams, scene.bounds, 120)
+        path = video_path(cams, scene.bounds, scene.kind, 120)
         self.path_handle = self.server.scene.add_spline_catmull_rom(
             "/spiral", points=path.centers.double().numpy(), closed=True, color=(230, 120, 30), thickness=2.0,
             thickness_units="screen")
