@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "process_data": [],
     "export": ["--statue"],
     "authors": [],
+    "scenes360": [],
 }
 # Not in ``all``: needs a GPU (``python -m bench gpu``; ``python -m bench.gpu --smoke`` checks it on a CPU).
 EXTRA: dict[str, list[str]] = {"gpu": []}

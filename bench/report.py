@@ -219,6 +219,23 @@ def export_rows(r: dict) -> list[Row]:
     return rows
 
 
+def scenes360_rows(r: dict) -> list[Row]:
+    rows = []
+    for key, a in r["arms"].items():
+        scene, asked = key.split("/")
+        if "failed" in a:
+            rows.append((f"Stage 1, `cpu` preset, {scene}, space {asked}", f"failed ({a['failed']})", "", "scenes360"))
+            continue
+        target = ("target >= 24 dB within 20 min, >= 4 dB above ndc" if asked == "auto"
+                  else "the forward-facing space, for contrast")
+        rows.append((f"Stage 1, `cpu` preset, {scene} (360), every 8th view held out, {a['space']} space"
+                     + (" (auto)" if asked == "auto" else " (forced)"),
+                     f"held-out PSNR {a['held_out_psnr']:.2f} dB, SSIM {a['held_out_ssim']:.3f}, "
+                     f"{a['total_seconds'] / 60:.1f} min, {a['seconds_per_iteration']:.2f} s/iter, "
+                     f"peak RSS {a['peak_rss_gb']:.2f} GB", target, "scenes360"))
+    return rows
+
+
 def viewer_rows(r: dict) -> list[Row]:
     def cell(path: dict) -> str:
         return "; ".join(f"{mode} {path[mode]['first_frame_s']['median']:.2f} / {path[mode]['full_frame_s']['median']:.2f} s"
@@ -259,7 +276,7 @@ SOURCES: dict[str, Callable[[dict], list[Row]]] = {
     "reconstruct": reconstruct_rows, "extract": extract_rows, "builtin_features": builtin_rows,
     "demo": demo_rows, "demo_modes": modes_rows, "segment": segment_rows, "lifting": lifting_rows, "process_data": process_rows,
     "compare": compare_rows, "bad_inputs": bad_input_rows, "export": export_rows, "authors": authors_rows,
-    "viewer": viewer_rows, "viewer_fp32": viewer_rows}
+    "viewer": viewer_rows, "viewer_fp32": viewer_rows, "scenes360": scenes360_rows}
 
 
 def results_table() -> str:
