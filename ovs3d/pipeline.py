@@ -177,6 +177,8 @@ def reconstruct_metric(result: dict) -> str:
 
 
 def segment_metric(result: dict) -> str:
+    if result.get("mode") == "instant":
+        return f"instant lifting ({result['lift']['nodes']} nodes, {result['lift']['seconds']:.1f} s)"
     return f"{result.get('iteration', '?')} iterations"
 
 
