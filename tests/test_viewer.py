@@ -300,4 +300,6 @@ def test_the_query_product_in_the_heads_span_is_exact() -> None:
     for neg in (None, negatives):
         np.testing.assert_allclose(query_relevancy(feats, text, neg, coords, basis), query_relevancy(feats, text, neg),
                                    atol=1e-5)
-    assert feature_basis(SimpleNamespace(head=[torch.nn.Linear(128, 13)])) is None   # no smaller: not used
+    small = torch.nn.Linear(128, 13)
+    span = torch.cat([small.weight, small.bias[:, None]], 1)
+    assert feature_basis(SimpleNamespace(feature_span=lambda: span)) is None   # no smaller: not used

@@ -121,15 +121,13 @@ class LiftConfig:
     """Samples whose rendering weight is at most this are not lifted (nor looked up)."""
     selection_temperature: float = 0.05
     """S_n = softmax(margin_s / this) over scales (small: nearly one scale per node)."""
-    smooth_steps: int = 0
-    """Steps of DINO-affinity smoothing over neighbouring nodes after the sweep (0: off)."""
     init_steps: int = 150
     """Distillation steps of the head and selection onto the lifted grid before training (``init instant``)."""
     init_batch: int = 4096
     """Grid nodes per distillation step."""
 
     def check(self) -> None:
-        check_bounds(self, "segment.lift", at_least={"reso": 2, "pixel_stride": 1, "batch_rays": 1, "smooth_steps": 0,
+        check_bounds(self, "segment.lift", at_least={"reso": 2, "pixel_stride": 1, "batch_rays": 1,
                                                      "init_steps": 0, "init_batch": 1, "weight_threshold": 0},
                      above={"selection_temperature": 0})
 

@@ -42,7 +42,8 @@ def distill_lifted(model: SemanticField, lifted: LiftedField, config: SegmentCon
     target_f = lifted.features.float()
     target_s = lifted.selection.clamp_min(1e-8)
     prob = lifted.node_weight / lifted.node_weight.sum().clamp_min(1e-12)
-    optimizer = torch.optim.Adam(model.parameter_groups(config.lr_grid, config.lr_network, joint=False), betas=(0.9, 0.99))
+    groups = model.parameter_groups(config.lr_grid, config.lr_network, joint=False)
+    optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99))
     gen = torch.Generator(device=prob.device).manual_seed(config.seed * 31 + 7)
     losses = []
     for _ in range(steps):
