@@ -151,13 +151,14 @@ def lift(field: RadianceField, data: SegmentationData, config: LiftConfig, step:
 
 
 def lift_run(stage1: str | Path, out: str | Path, config: SegmentConfig, data: SegmentationData, inputs: dict,
-             device: torch.device | str = "cpu") -> dict:
+             resume: bool = False, device: torch.device | str = "cpu") -> dict:
     """Lift onto the stage-1 run ``stage1`` and write a complete stage-2 run (mode ``instant``) in ``out``;
-    ``inputs`` as for ``train.segment.segment``. Returns the summary also written to ``train_summary.json``."""
+    ``inputs`` as for ``train.segment.segment``. One sweep has no partial state, so ``resume`` redoes it
+    (over a checkpoint left in ``out``). Returns the summary also written to ``train_summary.json``."""
     config.check()
     out, device = Path(out), torch.device(device)
     with folder_lock(out, "ovs3d segment"):
-        check_fresh(out, resume=False)
+        check_fresh(out, resume)
         field, stage1_record = load_run(stage1, device, stage="reconstruct")
         model, stats = lift(field, data, config.lift, stage1_record.step, device)
         record = stage2_record(stage1_record, inputs, to_plain(config), to_plain(model.config), Path(stage1))

@@ -30,7 +30,6 @@ from ovs3d.field.semantic import SemanticConfig, SemanticField
 from ovs3d.io.lock import folder_lock
 from ovs3d.render.volume import RaySamples, march
 from ovs3d.runs.load import field_sections, load_run, load_state, semantic_state
-from ovs3d.errors import InputError
 from ovs3d.runs.record import RunRecord, stage2_record
 from ovs3d.runs.store import CHECKPOINT, check_fresh, optimizer_section, read_run, restore_optimizer, write_config, \
     write_run
@@ -199,10 +198,7 @@ def segment(stage1: str | Path, out: str | Path, config: SegmentConfig, data: Se
     Returns the summary also written to ``out/train_summary.json`` (plus the record's teacher fields).
     """
     if config.mode == "instant":
-        if resume:
-            raise InputError(out, "an instant stage 2 has nothing to resume (it is one sweep)",
-                             "drop --resume and pass a fresh --out")
-        return lift_run(stage1, out, config, data, inputs, device)
+        return lift_run(stage1, out, config, data, inputs, resume, device)
     config.check()
     out, device = Path(out), torch.device(device)
     with folder_lock(out, "ovs3d segment"):
@@ -222,6 +218,6 @@ def segment(stage1: str | Path, out: str | Path, config: SegmentConfig, data: Se
         write_config(out, config)
         stats = train_loop(trainer, out, "segment", config.checkpoint_every, config.log_every, progress, stop_after,
                            postfix=lambda logs: {"feat": f"{logs['feature_loss']:.3f}"})
-        return {"iteration": trainer.iteration, "warm_start": warm, "iterations_run": stats.iterations_run, "s_per_iter": stats.s_per_iter,
-                "complete": stats.complete, "last": stats.last, "device": str(device), "classes": record.classes,
+        return {"iteration": trainer.iteration, "warm_start": warm, "iterations_run": stats.iterations_run,
+                "s_per_iter": stats.s_per_iter, "complete": stats.complete, "last": stats.last, "device": str(device), "classes": record.classes,
                 "encoders": record.encoders, "builtin_encoders": record.builtin_encoders}
