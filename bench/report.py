@@ -152,7 +152,9 @@ def instant_rows(r: dict) -> list[Row]:
         rows.append((f"Instant stage 2 (training-free lifting) vs trained (`cpu` preset), {a['arm']}, "
                      f"{r.get('threads', '?')} thread(s), 3D mIoU (relevancy / cosine labels)",
                      f"instant {pair(i)} in {i['seconds']:.1f} s ({100 * a['instant_time_fraction']:.1f} % of trained); "
-                     f"refined from instant, {f['iterations']} iterations: {pair(f)} in {f['seconds']:.0f} s",
+                     f"refined from instant, {f['iterations']} iterations: {pair(f)} in {f['seconds']:.0f} s"
+                     + (f" (same schedule from random init: {pair(a['short_random_init'])})"
+                        if "short_random_init" in a else ""),
                      f"trained {t['iterations']} iterations {pair(t)} in {t['seconds']:.0f} s; 2D teacher "
                      f"{i['teacher_relevancy']:.3f} / {i['teacher_cosine']:.3f}; "
                      + ("every target met" if not met else f"missed: {', '.join(met)}"), "instant"))

@@ -96,7 +96,6 @@ class LiftedField(nn.Module):
         super().__init__()
         self.config = config or LiftedConfig()
         cfg = self.config
-        self.config.reso = tuple(int(r) for r in cfg.reso)
         self.field = field
         gx, gy, gz = cfg.reso
         self.register_buffer("node_row", torch.full((gz * gy * gx,), -1, dtype=torch.int32))
