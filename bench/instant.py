@@ -36,6 +36,7 @@ from bench.common import RESULTS_DIR, peak_rss_gb, write_result
 
 TARGET_FRACTION = 0.10
 TARGET_DEMO_SECONDS = 15.0
+STATUE_ARM = "statue_504 (degraded teacher)"
 
 
 def scores(metrics: dict) -> dict:
@@ -148,7 +149,7 @@ def statue_arm(work: Path) -> dict:
     def stage2(config, out):
         return segment(stage1, out, config, data, inputs, device="cpu", progress=False)
 
-    return {"arm": "statue_504 (degraded teacher)", "teacher": TEACHER_NAME, "corrupted_views": corrupted,
+    return {"arm": STATUE_ARM, "teacher": TEACHER_NAME, "corrupted_views": corrupted,
             "stage1_seconds_this_run": round(stage1_seconds, 1), **arms(stage2, folder, scene_root)}
 
 
@@ -158,12 +159,14 @@ def main() -> None:
     parser.add_argument("--statue", action="store_true", help="also the statue_504 arm (degraded teacher)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--work", type=Path, default=Path("/tmp/ovs3d-bench-instant"))
-    parser.add_argument("--append", action="store_true", help="keep the arms already in bench/results/instant.json")
+    parser.add_argument("--append", action="store_true", help="keep the arms of bench/results/instant.json that this run does not redo")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
     previous = RESULTS_DIR / "instant.json"
-    results = json.loads(previous.read_text())["arms"] if args.append and previous.is_file() else []
+    rerun = {f"demo seed {seed}" for seed in args.seeds} | ({STATUE_ARM} if args.statue else set())
+    kept = json.loads(previous.read_text())["arms"] if args.append and previous.is_file() else []
+    results = [arm for arm in kept if arm["arm"] not in rerun]
     for seed in args.seeds:
         results.append(demo_arm(seed, args.work))
         write_result("instant", {"arms": results, "threads": args.threads, "load_at_start": load,

@@ -20,7 +20,7 @@ from ovs3d.render.volume import march
 from ovs3d.scene.cameras import Cameras
 from ovs3d.scene.rayspace import BoxSpace
 from ovs3d.train.configs import LiftConfig, preset
-from ovs3d.train.lift import lift, node_selection, strided_pixels
+from ovs3d.train.lift import lift, node_selection, strided_pixels, sweep_stride
 from ovs3d.train.segment_data import SegmentationData
 
 SPACE = BoxSpace(box=((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0)))
@@ -141,10 +141,12 @@ def test_the_selection_prefers_the_scale_whose_mean_relevancy_is_confident() -> 
     torch.testing.assert_close(s.sum(-1), torch.ones(1))
 
 
-def test_strided_pixels_cover_every_pixel_over_the_views() -> None:
+def test_strided_pixels_cover_every_pixel_over_the_views_within_the_ray_budget() -> None:
     flat = strided_pixels(4, 6, 8, 2)
     assert flat.numel() == 4 * 3 * 4
     assert set((flat % 48).tolist()) == set(range(48))
+    assert sweep_stride(4, 6, 8, 2, 0) == 2 and sweep_stride(4, 6, 8, 2, 48) == 2
+    assert sweep_stride(4, 6, 8, 2, 47) == 3 and sweep_stride(4, 6, 8, 1, 1) == 8
 
 
 def test_an_instant_run_is_a_stage_two_run_that_test_query_view_and_export_read(synthetic_scene: Path,

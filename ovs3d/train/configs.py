@@ -115,6 +115,9 @@ class LiftConfig:
     """Most nodes per axis of the semantic grid (the field's grid scaled down to it; only touched nodes are stored)."""
     pixel_stride: int = 2
     """Every n-th pixel per axis of each view's CLIP feature map is lifted (the grid offset cycles over views)."""
+    max_rays: int = 160_000
+    """Ray budget of the sweep (its time is proportional to it): the stride grows from ``pixel_stride`` until
+    the rays of all views fit (0: no budget)."""
     batch_rays: int = 4096
     """Rays marched and scattered at once (the sweep's memory scales with it, never with the views)."""
     weight_threshold: float = 1e-3
@@ -127,7 +130,7 @@ class LiftConfig:
     """Grid nodes per distillation step."""
 
     def check(self) -> None:
-        check_bounds(self, "segment.lift", at_least={"reso": 2, "pixel_stride": 1, "batch_rays": 1,
+        check_bounds(self, "segment.lift", at_least={"reso": 2, "pixel_stride": 1, "max_rays": 0, "batch_rays": 1,
                                                      "init_steps": 0, "init_batch": 1, "weight_threshold": 0},
                      above={"selection_temperature": 0})
 

@@ -1,7 +1,8 @@
 """Instant stage 2: lift the teacher's 2D features onto a node grid over the frozen field, without training.
 
 One streamed sweep over a strided subset of the training rays (every ``pixel_stride``-th pixel per axis of
-each view's CLIP map, the grid offset cycling over the views so together they cover every pixel). Each
+each view's CLIP map, the stride raised until the rays fit ``max_rays``; the grid offset cycles over the
+views so together they cover every pixel; the teacher is patch-level, so neighbouring pixels add little). Each
 batch is marched through the frozen density (weights w_i = T_i alpha_i above ``weight_threshold``) and
 scattered with the adjoint of the trilinear lookup of ``field/lifted.py``: sample i of ray r adds, at each
 corner node n of its cell with trilinear weight b_n(x_i), a_{n,r} = w_i b_n(x_i) times the ray's values:
@@ -93,6 +94,14 @@ def strided_pixels(n_views: int, h: int, w: int, stride: int) -> torch.Tensor:
     return torch.cat(pieces)
 
 
+def sweep_stride(n_views: int, h: int, w: int, stride: int, max_rays: int) -> int:
+    """The smallest stride >= ``stride`` whose strided pixels of ``n_views`` h x w maps number at most
+    ``max_rays`` (0: ``stride``)."""
+    while max_rays > 0 and n_views * (-(-h // stride)) * (-(-w // stride)) > max_rays and stride < max(h, w):
+        stride += 1
+    return stride
+
+
 def node_selection(mean_relevancy: torch.Tensor, temperature: float) -> torch.Tensor:
     """Scale weights [K, S] = softmax_s(margin / temperature) of mean relevancies [K, S, C] (module docstring)."""
     top = mean_relevancy.topk(min(2, mean_relevancy.shape[-1]), dim=-1).values
@@ -113,7 +122,8 @@ def lift(field: RadianceField, data: SegmentationData, config: LiftConfig, step:
     gx, gy, gz = reso
     acc = NodeAccumulator(gx * gy * gz, n_scales * (dim + n_classes) + 1, device)
     h, w = data.clip_hw
-    pixels = strided_pixels(len(data.views), h, w, config.pixel_stride)
+    stride = sweep_stride(len(data.views), h, w, config.pixel_stride, config.max_rays)
+    pixels = strided_pixels(len(data.views), h, w, stride)
     n_samples = 0
     for s in range(0, pixels.numel(), config.batch_rays):
         batch = gather_clip_batch(data, pixels[s:s + config.batch_rays])
@@ -143,7 +153,7 @@ def lift(field: RadianceField, data: SegmentationData, config: LiftConfig, step:
     model = LiftedField(field, LiftedConfig(reso=reso, feature_dim=dim, n_scales=n_scales), n_classes=n_classes)
     model.set_values(acc.nodes(), lifted_features, selection, weight)
     model.class_text.copy_(text)
-    stats = {"seconds": time.perf_counter() - start, "rays": int(pixels.numel()), "samples": n_samples,
+    stats = {"seconds": time.perf_counter() - start, "rays": int(pixels.numel()), "stride": stride, "samples": n_samples,
              "nodes": acc.n_rows, "grid": list(reso), "accumulator_mb": acc.sums.numel() * 4 / 2 ** 20,
              "stored_mb": (model.features.numel() * 2 + model.node_row.numel() * 4) / 2 ** 20,
              "mean_selection": selection.mean(0).tolist()}
