@@ -20,7 +20,7 @@ from ovs3d.render.volume import march
 from ovs3d.scene.cameras import Cameras
 from ovs3d.scene.rayspace import BoxSpace
 from ovs3d.train.configs import LiftConfig, preset
-from ovs3d.train.lift import lift, node_selection, strided_pixels, sweep_stride
+from ovs3d.train.lift import lift, node_selection, smooth_features, strided_pixels, sweep_stride
 from ovs3d.train.segment_data import SegmentationData
 
 SPACE = BoxSpace(box=((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0)))
@@ -106,6 +106,38 @@ def test_two_halves_with_two_features_lift_each_onto_its_own_half() -> None:
     assert left.any() and right.any()
     torch.testing.assert_close(f[left], torch.from_numpy(unit(dim, 0)).expand(int(left.sum()), dim), atol=2e-3, rtol=0)
     torch.testing.assert_close(f[right], torch.from_numpy(unit(dim, 1)).expand(int(right.sum()), dim), atol=2e-3, rtol=0)
+
+
+def test_dino_smoothing_mixes_only_neighbours_that_dino_groups() -> None:
+    """Three nodes in a row with features e0, e1, e0: one step gives the middle normalize(e1 + e0 + e0) when
+    the DINO features agree (affinity 1) and leaves it e1 when the middle's DINO is orthogonal (affinity 0)."""
+    e = torch.eye(4)
+    features = torch.stack([e[0], e[1], e[0]])
+    nodes = torch.tensor([0, 1, 2])
+    row_of = torch.tensor([0, 1, 2, -1, -1, -1, -1, -1])                     # a 4 x 1 x 2 grid, nodes 0-2 held
+    same = smooth_features(features, torch.ones(3, 2), row_of, nodes, (4, 1, 2), 1, 0.7)
+    torch.testing.assert_close(same[1], nnf.normalize(e[1] + 2 * e[0], dim=0))
+    torch.testing.assert_close(same[0], nnf.normalize(e[0] + e[1], dim=0))
+    apart = smooth_features(features, torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]), row_of, nodes, (4, 1, 2),
+                            3, 0.7)
+    torch.testing.assert_close(apart, features)
+
+
+def test_the_lifting_with_dino_smoothing_keeps_two_halves_apart() -> None:
+    dim = 8
+    half = np.zeros((3, dim, 12, 16), np.float32)
+    half[:, :, :, :8] = unit(dim, 0)[None, :, None, None]
+    half[:, :, :, 8:] = unit(dim, 1)[None, :, None, None]
+    dino = np.zeros((4, 12, 16), np.float32)
+    dino[0, :, :8], dino[1, :, 8:] = 1.0, 1.0
+    data = plane_data([half.astype(np.float16)] * 2)
+    data.dino = FeatureMaps.from_arrays([dino.astype(np.float16)] * 2, encoder="test")
+    model, _ = lift(PlaneField(), data, LiftConfig(pixel_stride=1, smooth_steps=3), STEP)
+    flat = (model.node_row >= 0).nonzero().squeeze(1)
+    x = -1 + 2 * (flat % 17).float() / 16
+    f = model.features.float()[model.node_row[flat].long()]
+    left = x < -0.3
+    torch.testing.assert_close(f[left], torch.from_numpy(unit(dim, 0)).expand(int(left.sum()), dim), atol=2e-3, rtol=0)
 
 
 def test_the_scatter_conserves_weight_and_streams_per_batch() -> None:

@@ -124,15 +124,20 @@ class LiftConfig:
     """Samples whose rendering weight is at most this are not lifted (nor looked up)."""
     selection_temperature: float = 0.05
     """S_n = softmax(margin_s / this) over scales (small: nearly one scale per node)."""
+    smooth_steps: int = 0
+    """Steps of DINO-affinity smoothing of the lifted features over the 6 neighbouring nodes (0: off; reads
+    the DINO cache)."""
+    smooth_shift: float = 0.7
+    """Affinity of neighbouring nodes = max(0, cos(DINO_n, DINO_m) - this) / (1 - this)."""
     init_steps: int = 150
     """Distillation steps of the head and selection onto the lifted grid before training (``init instant``)."""
     init_batch: int = 4096
     """Grid nodes per distillation step."""
 
     def check(self) -> None:
-        check_bounds(self, "segment.lift", at_least={"reso": 2, "pixel_stride": 1, "max_rays": 0, "batch_rays": 1,
+        check_bounds(self, "segment.lift", at_least={"reso": 2, "pixel_stride": 1, "max_rays": 0, "batch_rays": 1, "smooth_steps": 0,
                                                      "init_steps": 0, "init_batch": 1, "weight_threshold": 0},
-                     above={"selection_temperature": 0})
+                     above={"selection_temperature": 0}, at_most={"smooth_shift": 0.99})
 
 
 @dataclass
@@ -188,6 +193,12 @@ class SegmentConfig:
     """TensorBoard scalars every n iterations."""
     checkpoint_every: int = 500
     """Write the resumable checkpoint every n iterations (and at the end)."""
+
+    @property
+    def uses_dino(self) -> bool:
+        """Whether stage 2 reads the DINO cache: the FDA loss is on, or the lifting smooths with DINO."""
+        lifting = self.mode == "instant" or self.init == "instant"
+        return self.dino_pos_weight > 0 or self.dino_neg_weight > 0 or (lifting and self.lift.smooth_steps > 0)
 
     @property
     def rda_normalized(self) -> bool:

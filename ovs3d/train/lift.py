@@ -28,6 +28,9 @@ relevancy is flat and its margin small; a scale that is confident and consistent
 This is the quantity the trained selection is pulled towards by the RDA loss (softmax(sum_s S_s R_s)
 sharp and agreeing with F's classes), computed in closed form instead of by gradient descent.
 
+Optionally (``smooth_steps``) the sweep also lifts the DINO features and smooths f over neighbouring nodes
+with their DINO affinity (``smooth_features``), off by default.
+
 ``lift_run`` writes the result as a stage-2 run (record semantic mode ``instant``) that every verb reads.
 """
 
@@ -40,6 +43,7 @@ import torch
 import torch.nn.functional as nnf
 
 from ovs3d.config import to_plain
+from ovs3d.errors import InputError
 from ovs3d.field.base import RadianceField
 from ovs3d.field.lifted import LiftedConfig, LiftedField, grid_resolution, trilinear_corners
 from ovs3d.io.atomic import write_json_atomic
@@ -94,12 +98,50 @@ def strided_pixels(n_views: int, h: int, w: int, stride: int) -> torch.Tensor:
     return torch.cat(pieces)
 
 
+def dino_at(data: SegmentationData, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The DINO features [B, E] at the batch's pixels (bilinear, at the same image positions)."""
+    h, w = data.clip_hw
+    out = torch.empty(batch["view"].numel(), data.dino.shape[0])
+    for image in torch.unique(batch["view"]).tolist():
+        sel = (batch["view"] == image).nonzero().squeeze(1)
+        out[sel] = data.dino.sample(image, (batch["u"][sel] / w).numpy(), (batch["v"][sel] / h).numpy())
+    return out
+
+
 def sweep_stride(n_views: int, h: int, w: int, stride: int, max_rays: int) -> int:
     """The smallest stride >= ``stride`` whose strided pixels of ``n_views`` h x w maps number at most
     ``max_rays`` (0: ``stride``)."""
     while max_rays > 0 and n_views * (-(-h // stride)) * (-(-w // stride)) > max_rays and stride < max(h, w):
         stride += 1
     return stride
+
+
+def smooth_features(features: torch.Tensor, dino: torch.Tensor, row_of: torch.Tensor, nodes: torch.Tensor,
+                    reso: tuple[int, int, int], steps: int, shift: float) -> torch.Tensor:
+    """DINO-affinity smoothing of unit node features [K, D] over the 6 axis neighbours, ``steps`` times:
+
+        f_n <- normalize(f_n + sum_{m in N(n)} a_nm f_m),   a_nm = max(0, cos(g_n, g_m) - shift) / (1 - shift)
+
+    with g [K, E] the nodes' lifted DINO features, ``row_of`` [N] the row of each flat node (-1: none) and
+    ``nodes`` [K] the flat node of each row. Neighbours that DINO tells apart (cos <= shift) never mix."""
+    gx, gy, gz = reso
+    ijk = torch.stack([nodes % gx, (nodes // gx) % gy, nodes // (gx * gy)], dim=-1)
+    dims, strides = torch.tensor([gx, gy, gz]), torch.tensor([1, gx, gx * gy])
+    g = nnf.normalize(dino, dim=-1)
+    pairs = []
+    for axis in range(3):
+        for sign in (-1, 1):
+            inside = (ijk[:, axis] + sign >= 0) & (ijk[:, axis] + sign < dims[axis])
+            other = torch.where(inside, row_of[(nodes + sign * strides[axis]).clamp(0, row_of.numel() - 1)], -1)
+            held = (other >= 0).nonzero().squeeze(1)
+            affinity = ((g[held] * g[other[held]]).sum(-1) - shift).clamp(min=0) / (1 - shift)
+            pairs.append((held, other[held], affinity))
+    for _ in range(steps):
+        total = features.clone()
+        for rows, neighbours, affinity in pairs:
+            total.index_add_(0, rows, affinity[:, None] * features[neighbours])
+        features = nnf.normalize(total, dim=-1)
+    return features
 
 
 def node_selection(mean_relevancy: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -120,7 +162,12 @@ def lift(field: RadianceField, data: SegmentationData, config: LiftConfig, step:
     n_classes = int(text.shape[0])
     reso = grid_resolution(field.reso, config.reso)
     gx, gy, gz = reso
-    acc = NodeAccumulator(gx * gy * gz, n_scales * (dim + n_classes) + 1, device)
+    smooth = config.smooth_steps > 0
+    if smooth and data.dino is None:
+        raise InputError(None, "--segment.lift.smooth-steps needs the DINO cache, which this teacher lacks",
+                         "extract DINO features (`ovs3d extract`) or pass --segment.lift.smooth-steps 0")
+    dino_dim = data.dino.shape[0] if smooth else 0
+    acc = NodeAccumulator(gx * gy * gz, n_scales * (dim + n_classes) + dino_dim + 1, device)
     h, w = data.clip_hw
     stride = sweep_stride(len(data.views), h, w, config.pixel_stride, config.max_rays)
     pixels = strided_pixels(len(data.views), h, w, stride)
@@ -139,17 +186,23 @@ def lift(field: RadianceField, data: SegmentationData, config: LiftConfig, step:
         scatter = torch.sparse_coo_tensor(torch.stack([local, rays]), coef.reshape(-1),
                                           (nodes.numel(), samples.n_rays), check_invariants=False).coalesce()
         n = samples.n_rays
-        values = torch.cat([batch["clip"].to(device).reshape(n, -1), batch["relevancy"].to(device).reshape(n, -1),
-                            torch.ones(n, 1, device=device)], dim=1)         # [B, S D + S C + 1]
+        parts = [batch["clip"].reshape(n, -1), batch["relevancy"].reshape(n, -1)]
+        if smooth:
+            parts.append(dino_at(data, batch))
+        values = torch.cat([*parts, torch.ones(n, 1)], dim=1).to(device)    # [B, S D + S C (+ E) + 1]
         rows = acc.rows(nodes)
         acc.sums.index_add_(0, rows, torch.sparse.mm(scatter, values))
     sums = acc.sums[:acc.n_rows]
     weight = sums[:, -1]
     per_weight = sums[:, :-1] / weight[:, None].clamp_min(1e-12)
     features = nnf.normalize(per_weight[:, :n_scales * dim].view(-1, n_scales, dim), dim=-1)   # [K, S, D]
-    mean_relevancy = per_weight[:, n_scales * dim:].view(-1, n_scales, n_classes)             # [K, S, C]
+    split = n_scales * (dim + n_classes)
+    mean_relevancy = per_weight[:, n_scales * dim:split].view(-1, n_scales, n_classes)        # [K, S, C]
     selection = node_selection(mean_relevancy, config.selection_temperature)
     lifted_features = nnf.normalize((selection[..., None] * features).sum(1), dim=-1)
+    if smooth:
+        lifted_features = smooth_features(lifted_features, per_weight[:, split:], acc.row_of, acc.nodes(), reso,
+                                          config.smooth_steps, config.smooth_shift)
     model = LiftedField(field, LiftedConfig(reso=reso, feature_dim=dim, n_scales=n_scales), n_classes=n_classes)
     model.set_values(acc.nodes(), lifted_features, selection, weight)
     model.class_text.copy_(text)
