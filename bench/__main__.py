@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "viewer": [],
     "segment": [],
     "lifting": [],
+    "instant": ["--statue"],
     "process_data": [],
     "export": ["--statue"],
     "authors": [],

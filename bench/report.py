@@ -141,6 +141,26 @@ def lifting_rows(r: dict) -> list[Row]:
              f"teacher 2D {t['miou_all']:.3f} (corrupted views {t['miou_corrupted_views']:.3f})", "lifting")]
 
 
+def instant_rows(r: dict) -> list[Row]:
+    def pair(arm: dict) -> str:
+        return f"{arm['relevancy']:.3f} / {arm['cosine']:.3f}"
+
+    rows = []
+    for a in r["arms"]:
+        i, t, f = a["instant"], a["trained"], a["refined"]
+        met = [name.replace("_", " ") for name, ok in a["targets"].items() if not ok]
+        rows.append((f"Instant stage 2 (training-free lifting) vs trained (`cpu` preset), {a['arm']}, "
+                     f"{r.get('threads', '?')} thread(s), 3D mIoU (relevancy / cosine labels)",
+                     f"instant {pair(i)} in {i['seconds']:.1f} s ({100 * a['instant_time_fraction']:.1f} % of trained); "
+                     f"refined from instant, {f['iterations']} iterations: {pair(f)} in {f['seconds']:.0f} s"
+                     + (f" (same schedule from random init: {pair(a['short_random_init'])})"
+                        if "short_random_init" in a else ""),
+                     f"trained {t['iterations']} iterations {pair(t)} in {t['seconds']:.0f} s; 2D teacher "
+                     f"{i['teacher_relevancy']:.3f} / {i['teacher_cosine']:.3f}; "
+                     + ("every target met" if not met else f"missed: {', '.join(met)}"), "instant"))
+    return rows
+
+
 def process_rows(r: dict) -> list[Row]:
     return [(f"process-data, {r['views']} views of bird_360, {name} mapper",
              f"{m['seconds_total']:.0f} s, {m['registered']}/{r['views']} registered",
@@ -274,7 +294,8 @@ def viewer_rows(r: dict) -> list[Row]:
 
 SOURCES: dict[str, Callable[[dict], list[Row]]] = {
     "reconstruct": reconstruct_rows, "extract": extract_rows, "builtin_features": builtin_rows,
-    "demo": demo_rows, "demo_modes": modes_rows, "segment": segment_rows, "lifting": lifting_rows, "process_data": process_rows,
+    "demo": demo_rows, "demo_modes": modes_rows, "segment": segment_rows, "lifting": lifting_rows, "instant": instant_rows,
+    "process_data": process_rows,
     "compare": compare_rows, "bad_inputs": bad_input_rows, "export": export_rows, "authors": authors_rows,
     "viewer": viewer_rows, "viewer_fp32": viewer_rows, "scenes360": scenes360_rows}
 

@@ -9,11 +9,13 @@ from pathlib import Path
 import torch
 
 from ovs3d.errors import WeightsUnavailableError
-from ovs3d.eval.segment_eval import TestConfig
+from ovs3d.config import to_plain
+from ovs3d.eval.segment_eval import TestConfig, run_test
 from ovs3d.features.encoders import ClipConfig, DinoConfig
 from ovs3d.features.extract import ExtractConfig
 from ovs3d.features.registry import build_dense_extractor, build_image_text_encoder
-from ovs3d.pipeline import PipelineConfig, run_pipeline, summary_table
+from ovs3d.pipeline import PipelineConfig, StageResult, run_pipeline, run_stage, segment_metric, segment_stage, \
+    summary_table, test_metric
 from ovs3d.scene.synthetic import make_synthetic_scene
 from ovs3d.train.configs import preset
 
@@ -54,9 +56,27 @@ def choose_encoders(extract: ExtractConfig, force_builtin: bool, device: torch.d
     return extract, "encoders: CLIP ViT-B/16 (openai) and DINO ViT-B/8 (extraction on a CPU takes long)"
 
 
+def instant_rows(scene: Path, outputs: Path, config: PipelineConfig, device: torch.device) -> list[StageResult]:
+    """The instant stage 2 (``train/lift.py``) on the pipeline's stage 1 and caches, and its test, into
+    ``outputs/segment-instant`` and ``outputs/test-instant`` (skipped when complete with the same settings)."""
+    segment = dataclasses.replace(config.segment, mode="instant")
+    stage2, test = outputs / "segment-instant", outputs / "test-instant"
+    stage1 = outputs / "reconstruct"
+    rows = [run_stage("segment (instant)", stage2, {"stage1": str(stage1.resolve()), **to_plain(segment)},
+                      lambda _resume: segment_stage(stage1, stage2, segment, config.extract, scene_root=scene,
+                                                    device=device),
+                      segment_metric, print, after=(outputs / "features", stage1))]
+    test_config = dataclasses.replace(config.test, video_frames=0)
+    rows.append(run_stage("test (instant)", test, {"segment": str(stage2.resolve()), **to_plain(test_config)},
+                          lambda _resume: run_test(stage2, test, scene, test_config, device=device).metrics,
+                          test_metric, print, after=(stage2,)))
+    return rows
+
+
 def run_demo(out: Path, seed: int = 0, extract: ExtractConfig | None = None, force_builtin: bool = False,
-             device: torch.device | str = "cpu") -> list:
-    """Make ``out/scene`` (once), run the scaled cpu-preset pipeline into ``out/outputs`` and print the summary.
+             device: torch.device | str = "cpu", instant: bool = False) -> list:
+    """Make ``out/scene`` (once), run the scaled cpu-preset pipeline into ``out/outputs`` and print the summary;
+    with ``instant``, also the training-free stage 2 and its test (rows marked ``(instant)``).
 
     The overlays and the video (at half the scene's resolution) use the relevancy label rule; the metrics
     report both rules (``python -m bench.demo`` records them)."""
@@ -70,7 +90,10 @@ def run_demo(out: Path, seed: int = 0, extract: ExtractConfig | None = None, for
         print(f"synthetic scene already made: {scene}")
     extract, line = choose_encoders(extract or ExtractConfig(), force_builtin, device)
     print(line)
-    rows = run_pipeline(scene, out / "outputs", demo_pipeline_config(extract), device=device)
+    config = demo_pipeline_config(extract)
+    rows = run_pipeline(scene, out / "outputs", config, device=device)
+    if instant:
+        rows += instant_rows(scene.resolve(), out / "outputs", config, device)
     test = out / "outputs" / "test"
     print()
     print(summary_table(rows))

@@ -91,7 +91,7 @@ def segment_stage(stage1: str | Path, out: str | Path, config: SegmentConfig, ex
     scene_root = Path(scene_root or stage1_record.scene).resolve()
     scene = load_scene(scene_root, load_annotations=False)
     classes = scene_classes(scene_root, classes)
-    use_dino = config.dino_pos_weight > 0 or config.dino_neg_weight > 0
+    use_dino = config.uses_dino
     encoder = build_image_text_encoder(extract.clip, device)
     text = embed_prompts(encoder, classes)
     writable_folder(out, RUN_BYTES)
@@ -177,6 +177,8 @@ def reconstruct_metric(result: dict) -> str:
 
 
 def segment_metric(result: dict) -> str:
+    if result.get("mode") == "instant":
+        return f"instant lifting ({result['lift']['nodes']} nodes, {result['lift']['seconds']:.1f} s)"
     return f"{result.get('iteration', '?')} iterations"
 
 

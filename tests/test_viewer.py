@@ -304,14 +304,17 @@ def test_the_query_product_in_the_heads_span_is_exact() -> None:
     last = torch.nn.Linear(32, 512)
     with torch.no_grad():
         feats = torch.nn.functional.normalize(last(torch.randn(6 * 8, 32, generator=gen)), dim=-1).reshape(6, 8, 512)
-    basis = feature_basis(SimpleNamespace(head=[last]))
+    basis = feature_basis(SimpleNamespace(feature_span=lambda: torch.cat([last.weight, last.bias[:, None]], 1)))
     assert basis.shape == (512, 33)
     torch.testing.assert_close(basis.t() @ basis, torch.eye(33), atol=1e-5, rtol=0)
     coords = feats.reshape(-1, 512) @ basis
     torch.testing.assert_close(coords @ basis.t(), feats.reshape(-1, 512), atol=1e-5, rtol=0)
     text = torch.nn.functional.normalize(torch.randn(3, 512, generator=gen), dim=-1)
     negatives = torch.nn.functional.normalize(torch.randn(2, 512, generator=gen), dim=-1)
+    assert feature_basis(SimpleNamespace(feature_span=lambda: None)) is None   # a lifted model: no span
     for neg in (None, negatives):
         np.testing.assert_allclose(query_relevancy(feats, text, neg, coords, basis), query_relevancy(feats, text, neg),
                                    atol=1e-5)
-    assert feature_basis(SimpleNamespace(head=[torch.nn.Linear(128, 13)])) is None   # no smaller: not used
+    small = torch.nn.Linear(128, 13)
+    span = torch.cat([small.weight, small.bias[:, None]], 1)
+    assert feature_basis(SimpleNamespace(feature_span=lambda: span)) is None   # no smaller: not used

@@ -23,6 +23,8 @@ class Config:
     """Seed of the synthetic scene."""
     builtin: bool = False
     """Use the built-in weight-free encoders without trying CLIP and DINO."""
+    instant: bool = False
+    """Also lift stage 2 without training (seconds) on the same stage 1 and print both results."""
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     """Encoders to try first (--extract.clip.weights FILE, --extract.dino.weights FILE)."""
     runtime: RuntimeFlags = field(default_factory=Runtime)
@@ -30,4 +32,4 @@ class Config:
 
 def main(config: Config) -> None:
     run_demo(config.out, seed=config.seed, extract=config.extract, force_builtin=config.builtin,
-             device=config.runtime.apply())
+             device=config.runtime.apply(), instant=config.instant)

@@ -56,5 +56,11 @@ def main(config: Config) -> None:
     classes = read_classes(config.classes_file) if config.classes_file is not None else None
     summary = segment_stage(config.run, config.out, config.segment, config.extract, config.data, classes,
                             config.resume, config.runtime.apply())
+    if summary.get("mode") == "instant":
+        lifted = summary["lift"]
+        print(f"stage 2 (instant): lifted {lifted['rays']} rays onto {lifted['nodes']} nodes of a "
+              f"{'x'.join(map(str, lifted['grid']))} grid in {lifted['seconds']:.1f} s, encoders {summary['encoders']}; "
+              f"run in {config.out}")
+        return
     print(f"stage 2: {summary['iteration']} iterations, {summary['s_per_iter']:.3f} s/iteration, "
           f"encoders {summary['encoders']}; run in {config.out}")

@@ -94,7 +94,7 @@ def node_volume(model, step: float, text: torch.Tensor, level: float, config: Me
     for s in tqdm(range(0, active.numel(), config.chunk), desc="export: node features", unit="chunk",
                   disable=not progress, leave=False):
         xyz = field.normalize(flat[active[s:s + config.chunk].to(flat.device)])
-        f = model.feature_of_points(field.appearance(xyz))
+        f = model.point_features(xyz)
         f = f / f.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         cosines.append((f @ text.to(f).t()).cpu())
     cos = torch.cat(cosines).numpy() if cosines else np.zeros((0, text.shape[0]), np.float32)

@@ -13,7 +13,7 @@ to skip empty space before evaluating density.
 
 A **semantic model** is a radiance field (``field``) plus a head into CLIP space and a scale
 selection; ``render`` turns packed ray samples into per-ray features F [n, D], selections S [n, S]
-and optionally colours. Trained (stage 2) or lifted without training, test, query, view and export
+and optionally colours, ``point_features`` gives F at points (exports). Trained (stage 2) or lifted without training, test, query, view and export
 only use it through this.
 """
 
@@ -93,4 +93,12 @@ class SemanticModel(Protocol):
                appearance: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Packed samples (xyz [M, 3] unit coordinates, weights [M], ray_index [M]) -> per-ray
         {"features": [n, D], "selection": [n, S] (if asked), "rgb": [n, 3] (with viewdirs [M, 3]), "acc": [n]}."""
+        ...
+
+    def point_features(self, xyz: torch.Tensor) -> torch.Tensor:
+        """The CLIP-space feature [M, D] (not normalised) at points xyz [M, 3] (unit coordinates)."""
+        ...
+
+    def feature_span(self) -> torch.Tensor | None:
+        """[D, r] a set of vectors spanning every feature the model renders (r < D), or None."""
         ...

@@ -133,6 +133,15 @@ class SemanticField(nn.Module):
         never forms this)."""
         return self.head[-1](self._head_hidden(a))
 
+    def point_features(self, xyz: torch.Tensor) -> torch.Tensor:
+        """The head at points xyz [M, 3] (unit coordinates) -> [M, 512]."""
+        return self.feature_of_points(self.field.appearance(xyz))
+
+    def feature_span(self) -> torch.Tensor:
+        """[D, hidden + 1] = [W, b] of the last (affine) head layer: every rendered F lies in its span."""
+        last = self.head[-1]
+        return torch.cat([last.weight, last.bias[:, None]], dim=1)
+
     def render(self, xyz: torch.Tensor, weights: torch.Tensor, ray_index: torch.Tensor, n_rays: int,
                viewdirs: torch.Tensor | None = None, with_selection: bool = True,
                appearance: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

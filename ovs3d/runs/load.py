@@ -9,6 +9,7 @@ import torch
 
 from ovs3d.config import from_plain
 from ovs3d.errors import InputError
+from ovs3d.field.lifted import LiftedConfig, LiftedField
 from ovs3d.field.occupancy import OccupancyGrid
 from ovs3d.field.semantic import SemanticConfig, SemanticField
 from ovs3d.field.tensorf import TensoRF
@@ -60,10 +61,16 @@ def build_field(record: RunRecord, sections: Sections, device: torch.device | st
 
 
 def build_semantic(record: RunRecord, sections: Sections, device: torch.device | str = "cpu",
-                   path: str | Path | None = None) -> SemanticField:
-    """The semantic model of a stage-2 run's record and sections (its radiance field included)."""
-    model = SemanticField(build_field(record, sections, device, path), from_plain(SemanticConfig, record.semantic),
-                          n_classes=len(record.classes)).to(device)
+                   path: str | Path | None = None) -> SemanticField | LiftedField:
+    """The semantic model of a stage-2 run's record and sections (its radiance field included): a trained
+    ``SemanticField`` (modes faithful, improved) or a ``LiftedField`` (mode instant)."""
+    field = build_field(record, sections, device, path)
+    if (record.semantic or {}).get("mode") == "instant":
+        n_nodes = int(sections.get("semantic", {}).get("features", torch.zeros(0)).shape[0])
+        model = LiftedField(field, from_plain(LiftedConfig, record.semantic), n_classes=len(record.classes),
+                            n_nodes=n_nodes).to(device)
+    else:
+        model = SemanticField(field, from_plain(SemanticConfig, record.semantic), n_classes=len(record.classes)).to(device)
     load_state(model, semantic_state(sections), path)
     return model
 
@@ -76,9 +83,9 @@ def semantic_state(sections: Sections) -> dict[str, torch.Tensor]:
 
 
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu", stage: Stage | None = None
-             ) -> tuple[TensoRF | SemanticField, RunRecord]:
+             ) -> tuple[TensoRF | SemanticField | LiftedField, RunRecord]:
     """(model in eval mode, record) of a run folder: a ``TensoRF`` for a stage-1 run, a ``SemanticField``
-    (its class text embeddings in ``model.class_text``) for a stage-2 run. ``stage`` insists on one kind."""
+    or ``LiftedField`` (its class text embeddings in ``model.class_text``) for a stage-2 run. ``stage`` insists on one kind."""
     record, sections = read_run(run_dir, device, stage)
     path = Path(run_dir) / CHECKPOINT
     model = build_field(record, sections, device, path) if record.stage == "reconstruct" else \

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 FORMAT = "ovs3d-run-2"
@@ -68,3 +69,14 @@ class RunRecord:
         if unknown:
             raise ValueError(f"unknown run record fields {sorted(unknown)}")
         return cls(**values)
+
+
+def stage2_record(stage1: RunRecord, inputs: dict, config: dict, semantic: dict, stage1_dir: Path) -> RunRecord:
+    """The record of a new (iteration 0, incomplete) stage-2 run over the stage-1 run ``stage1`` (read from
+    ``stage1_dir``), with its teacher ``inputs`` (``train.segment.segment``), stage config and semantic
+    architecture as plain values."""
+    return RunRecord(stage="segment", scene=inputs["scene"], space=stage1.space, step=stage1.step,
+                     width=inputs["width"], height=inputs["height"], iteration=0, complete=False, config=config,
+                     arch=stage1.arch, occupancy=stage1.occupancy, semantic=semantic, classes=list(inputs["classes"]),
+                     encoders=dict(inputs["encoders"]), builtin_encoders=bool(inputs["builtin_encoders"]),
+                     inputs={"stage1": str(Path(stage1_dir).resolve()), **inputs["inputs"]})

@@ -108,11 +108,50 @@ class ReconstructConfig:
 
 
 @dataclass
+class LiftConfig:
+    """Training-free lifting (``--segment.mode instant``, ``--segment.init instant``; ``train/lift.py``)."""
+
+    reso: int = 64
+    """Most nodes per axis of the semantic grid (the field's grid scaled down to it; only touched nodes are stored)."""
+    pixel_stride: int = 2
+    """Every n-th pixel per axis of each view's CLIP feature map is lifted (the grid offset cycles over views)."""
+    max_rays: int = 160_000
+    """Ray budget of the sweep (its time is proportional to it): the stride grows from ``pixel_stride`` until
+    the rays of all views fit (0: no budget)."""
+    batch_rays: int = 4096
+    """Rays marched and scattered at once (the sweep's memory scales with it, never with the views)."""
+    weight_threshold: float = 1e-3
+    """Samples whose rendering weight is at most this are not lifted (nor looked up)."""
+    selection_temperature: float = 0.05
+    """S_n = softmax(margin_s / this) over scales (small: nearly one scale per node)."""
+    smooth_steps: int = 0
+    """Steps of DINO-affinity smoothing of the lifted features over the 6 neighbouring nodes (0: off; reads
+    the DINO cache)."""
+    smooth_shift: float = 0.7
+    """Affinity of neighbouring nodes = max(0, cos(DINO_n, DINO_m) - this) / (1 - this)."""
+    init_steps: int = 150
+    """Distillation steps of the head and selection onto the lifted grid before training (``init instant``)."""
+    init_batch: int = 4096
+    """Grid nodes per distillation step."""
+
+    def check(self) -> None:
+        check_bounds(self, "segment.lift", at_least={"reso": 2, "pixel_stride": 1, "max_rays": 0, "batch_rays": 1, "smooth_steps": 0,
+                                                     "init_steps": 0, "init_batch": 1, "weight_threshold": 0},
+                     above={"selection_temperature": 0}, at_most={"smooth_shift": 0.99})
+
+
+@dataclass
 class SegmentConfig:
     """Stage-2 hyperparameters (defaults = the paper's, method spec 6.5-6.8)."""
 
-    mode: Literal["faithful", "improved"] = "faithful"
-    """Semantic field mode (see ``ovs3d/field/semantic.py``)."""
+    mode: Literal["faithful", "improved", "instant"] = "faithful"
+    """Semantic field mode: faithful or improved (trained, ``ovs3d/field/semantic.py``), or instant
+    (lifted in one sweep without training, ``ovs3d/field/lifted.py``; the iteration settings are unused)."""
+    init: Literal["random", "instant"] = "random"
+    """Start of a trained mode: random (seeded initialisation) or instant (head and selection first distilled
+    onto the instant lifting, so training only refines)."""
+    lift: LiftConfig = field(default_factory=LiftConfig)
+    """Settings of the instant lifting (mode instant and init instant)."""
     iterations: int = 15000
     """Training iterations (n_iters)."""
     joint_start_iter: int = 5000
@@ -156,6 +195,12 @@ class SegmentConfig:
     """Write the resumable checkpoint every n iterations (and at the end)."""
 
     @property
+    def uses_dino(self) -> bool:
+        """Whether stage 2 reads the DINO cache: the FDA loss is on, or the lifting smooths with DINO."""
+        lifting = self.mode == "instant" or self.init == "instant"
+        return self.dino_pos_weight > 0 or self.dino_neg_weight > 0 or (lifting and self.lift.smooth_steps > 0)
+
+    @property
     def rda_normalized(self) -> bool:
         """Faithful RDA uses the unnormalised F at temperature 1; improved the normalised F at ``temperature``."""
         return self.mode == "improved"
@@ -171,6 +216,7 @@ class SegmentConfig:
 
     def check(self) -> None:
         """InputError naming the flag of the first field out of range."""
+        self.lift.check()
         check_bounds(self, "segment",
                      at_least={"iterations": 1, "joint_start_iter": 0, "batch_size": 1, "patch_num": 0, "patch_size": 8,
                                "samples_per_ray": 0, "lr_grid": 0, "lr_network": 0, "lr_app_grid": 0,

@@ -13,7 +13,9 @@ lrs) and the RGB loss switched on; the decay continues from the global t.
 All random draws (pixels, crops, jitter) come from generators seeded by (seed, iteration), so a run
 resumed from a checkpoint draws exactly what the uninterrupted run would have.
 
-``segment`` trains on any teacher (``SegmentationData``); feature extraction is the pipeline's job.
+``segment`` trains on any teacher (``SegmentationData``); feature extraction is the pipeline's job. Mode
+``instant`` lifts instead of training (``train/lift.py``); ``init instant`` distils the head onto that
+lifting before the first iteration (``train/warm_start.py``).
 """
 
 from __future__ import annotations
@@ -28,14 +30,16 @@ from ovs3d.field.semantic import SemanticConfig, SemanticField
 from ovs3d.io.lock import folder_lock
 from ovs3d.render.volume import RaySamples, march
 from ovs3d.runs.load import field_sections, load_run, load_state, semantic_state
-from ovs3d.runs.record import RunRecord
+from ovs3d.runs.record import RunRecord, stage2_record
 from ovs3d.runs.store import CHECKPOINT, check_fresh, optimizer_section, read_run, restore_optimizer, write_config, \
     write_run
 from ovs3d.train.configs import SegmentConfig
+from ovs3d.train.lift import lift, lift_run
 from ovs3d.train.loop import train_loop
 from ovs3d.train.losses import fda_loss, feature_distillation_loss, relevancy_alignment_loss, rgb_loss
 from ovs3d.train.schedule import marching_step
 from ovs3d.train.segment_data import SegmentationData, draw_clip_pixels, draw_dino_patches, gather_clip_batch
+from ovs3d.train.warm_start import distill_lifted
 
 
 class SegmentTrainer:
@@ -193,6 +197,8 @@ def segment(stage1: str | Path, out: str | Path, config: SegmentConfig, data: Se
     (what was read: caches, CLIP settings). ``stop_after`` returns after that many iterations (tests).
     Returns the summary also written to ``out/train_summary.json`` (plus the record's teacher fields).
     """
+    if config.mode == "instant":
+        return lift_run(stage1, out, config, data, inputs, resume, device)
     config.check()
     out, device = Path(out), torch.device(device)
     with folder_lock(out, "ovs3d segment"):
@@ -201,19 +207,17 @@ def segment(stage1: str | Path, out: str | Path, config: SegmentConfig, data: Se
         model = SemanticField(base, SemanticConfig(mode=config.mode, feature_dim=int(data.text.shape[1])),
                               torch.Generator().manual_seed(config.seed), n_classes=int(data.text.shape[0]))
         model.class_text.copy_(data.text)
-        record = RunRecord(stage="segment", scene=inputs["scene"], space=stage1_record.space, step=stage1_record.step,
-                           width=inputs["width"], height=inputs["height"], iteration=0, complete=False,
-                           config=to_plain(config), arch=stage1_record.arch, occupancy=stage1_record.occupancy,
-                           semantic=to_plain(model.config), classes=list(inputs["classes"]),
-                           encoders=dict(inputs["encoders"]), builtin_encoders=bool(inputs["builtin_encoders"]),
-                           inputs={"stage1": str(Path(stage1).resolve()), **inputs["inputs"]})
+        record = stage2_record(stage1_record, inputs, to_plain(config), to_plain(model.config), Path(stage1))
         trainer = SegmentTrainer(model, data, config, out, device, record, stage1_step=stage1_record.step)
-        if resume:
-            trainer.load()
+        warm = None
+        if not (resume and trainer.load()) and config.init == "instant":
+            lifted, lift_stats = lift(base, data, config.lift, stage1_record.step, device)
+            warm = {"lift": lift_stats, "distill": distill_lifted(model, lifted, config)}
+            del lifted
         out.mkdir(parents=True, exist_ok=True)
         write_config(out, config)
         stats = train_loop(trainer, out, "segment", config.checkpoint_every, config.log_every, progress, stop_after,
                            postfix=lambda logs: {"feat": f"{logs['feature_loss']:.3f}"})
-        return {"iteration": trainer.iteration, "iterations_run": stats.iterations_run, "s_per_iter": stats.s_per_iter,
-                "complete": stats.complete, "last": stats.last, "device": str(device), "classes": record.classes,
+        return {"iteration": trainer.iteration, "warm_start": warm, "iterations_run": stats.iterations_run,
+                "s_per_iter": stats.s_per_iter, "complete": stats.complete, "last": stats.last, "device": str(device), "classes": record.classes,
                 "encoders": record.encoders, "builtin_encoders": record.builtin_encoders}

@@ -257,10 +257,13 @@ class Colorizer:
 
 
 def feature_basis(model) -> torch.Tensor | None:
-    """[D, k + 1] orthonormal basis of the span of the model's last (affine) head layer, [W, b], in which
-    every rendered feature lies; None when it would not make the product smaller (k + 1 > D / 2)."""
-    last = model.head[-1]
-    span = torch.cat([last.weight, last.bias[:, None]], dim=1).detach().float()
+    """[D, r] orthonormal basis of the model's ``feature_span`` (for a trained head: its last affine layer
+    [W, b]), in which every rendered feature lies; None when the model has no span or it would not make the
+    product smaller (r > D / 2)."""
+    span = model.feature_span()
+    if span is None:
+        return None
+    span = span.detach().float()
     if 2 * span.shape[1] > span.shape[0]:
         return None
     return torch.linalg.qr(span).Q
