@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from bench.common import RESULTS_DIR, peak_rss_gb, require_shared, write_result
 
 SCENES = ("bird_360", "maryrose_360_504")
@@ -55,8 +57,7 @@ def arm(scene_name: str, space: str, work: Path, threads: int) -> dict:
             "iterations": run.iteration, "train_seconds": round(train_s, 1), "total_seconds": round(total_s, 1),
             "seconds_per_iteration": round(train_s / max(run.iteration, 1), 4),
             "held_out_views": [r["view"] for r in metrics["views"]], "held_out_psnr": round(metrics["psnr"], 3),
-            "held_out_ssim": round(metrics["ssim"], 4), "per_view": metrics["views"], "peak_rss_gb": peak_rss_gb(),
-            "renders": str(out / "renders")}
+            "held_out_ssim": round(metrics["ssim"], 4), "per_view": metrics["views"], "peak_rss_gb": peak_rss_gb()}
 
 
 def picture(results: dict, work: Path) -> Path | None:
@@ -64,6 +65,7 @@ def picture(results: dict, work: Path) -> Path | None:
     from PIL import Image, ImageDraw
 
     from ovs3d.scene.load import load_scene
+    from ovs3d.scene.masks import read_object_masks
 
     rows = []
     for scene_name in SCENES:
@@ -73,7 +75,11 @@ def picture(results: dict, work: Path) -> Path | None:
         view = arms["auto"]["held_out_views"][0]
         scene = load_scene(require_shared(scene_name), load_annotations=False)
         gt = Image.open(scene.image_paths[view]).convert("RGB")
-        tiles = [gt] + [Image.open(Path(a["renders"]) / f"{view:03d}_rgb.png").convert("RGB") for a in arms.values()]
+        mask = read_object_masks(require_shared(scene_name), [scene.image_paths[view]], gt.size)
+        if mask is not None:                                  # evaluated against m C on black: show that
+            gt = Image.fromarray((np.asarray(gt, dtype=np.float32) * mask[0][..., None]).astype(np.uint8))
+        tiles = [gt] + [Image.open(work / f"{scene_name}_{space}" / "renders" / f"{view:03d}_rgb.png").convert("RGB")
+                       for space in SPACES]
         height = 240
         tiles = [t.resize((max(1, round(t.width * height / t.height)), height)) for t in tiles]
         labels = ["input (held out)"] + [f"{a['space']}: {a['held_out_psnr']:.1f} dB" for a in arms.values()]

@@ -194,7 +194,8 @@ def query_ms(renderer, height: int, camera, repeats: int = 30) -> dict:
         last.bias.copy_(torch.randn(512, generator=gen) * 0.1)
         hidden = torch.relu(torch.randn(frame.height * frame.width, 128, generator=gen))
         feats = torch.nn.functional.normalize(last(hidden), dim=-1).reshape(frame.height, frame.width, 512)
-    basis = feature_basis(SimpleNamespace(head=[last]))
+    span = torch.cat([last.weight, last.bias[:, None]], dim=1)
+    basis = feature_basis(SimpleNamespace(feature_span=lambda: span))
     clip_frame = Frame(frame.key, frame.width, frame.height, frame.step, frame.rgb, frame.depth, features=feats,
                        coords=feats.reshape(-1, 512) @ basis)
     cache, saved_basis = renderer._text_cache, renderer.basis               # noqa: SLF001 - stand-in embeddings
