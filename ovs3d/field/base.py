@@ -99,6 +99,10 @@ class SemanticModel(Protocol):
         """The CLIP-space feature [M, D] (not normalised) at points xyz [M, 3] (unit coordinates)."""
         ...
 
+    def set_precision(self, precision: str) -> None:
+        """Run the model's matrix products at ``precision`` (fp32, or bf16 with fp32 accumulation)."""
+        ...
+
     def feature_span(self) -> torch.Tensor | None:
         """[D, r] a set of vectors spanning every feature the model renders (r < D), or None."""
         ...

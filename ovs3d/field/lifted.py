@@ -73,6 +73,15 @@ def trilinear_corners(xyz: torch.Tensor, reso: tuple[int, int, int]) -> tuple[to
     return flat, weights
 
 
+def row_nodes(node_row: torch.Tensor) -> torch.Tensor:
+    """The inverse of a node -> row map: the flat node index [K] of every row 0..K-1, from ``node_row``
+    [G] (a row per node, -1 for nodes without one)."""
+    held = (node_row >= 0).nonzero().squeeze(1)
+    nodes = torch.empty_like(held)
+    nodes[node_row[held].long()] = held
+    return nodes
+
+
 def node_positions(flat: torch.Tensor, reso: tuple[int, int, int]) -> torch.Tensor:
     """Unit coordinates [K, 3] of flat node indices [K] of a grid with ``reso`` (x, y, z) nodes."""
     gx, gy, gz = reso
@@ -138,6 +147,10 @@ class LiftedField(nn.Module):
         was lifted)."""
         rows, taps = self._taps(xyz, torch.ones(xyz.shape[0], device=xyz.device))
         return self._gather(self.features, rows, taps, torch.arange(xyz.shape[0], device=xyz.device))
+
+    def set_precision(self, precision: str) -> None:
+        """Run the field's shading MLP (RGB) at ``precision``; the lookup itself has no products to speed up."""
+        self.field.set_shading(precision)
 
     def feature_span(self) -> torch.Tensor | None:
         """No low-dimensional span: lifted features fill the CLIP space."""

@@ -45,7 +45,7 @@ import torch.nn.functional as nnf
 from ovs3d.config import to_plain
 from ovs3d.errors import InputError
 from ovs3d.field.base import RadianceField
-from ovs3d.field.lifted import LiftedConfig, LiftedField, grid_resolution, trilinear_corners
+from ovs3d.field.lifted import LiftedConfig, LiftedField, grid_resolution, row_nodes, trilinear_corners
 from ovs3d.io.atomic import write_json_atomic
 from ovs3d.io.lock import folder_lock
 from ovs3d.render.volume import march
@@ -81,10 +81,7 @@ class NodeAccumulator:
 
     def nodes(self) -> torch.Tensor:
         """The flat node index [K] of every row, in row order."""
-        out = torch.empty(self.n_rows, dtype=torch.long, device=self.row_of.device)
-        held = (self.row_of >= 0).nonzero().squeeze(1)
-        out[self.row_of[held]] = held
-        return out
+        return row_nodes(self.row_of)
 
 
 def strided_pixels(n_views: int, h: int, w: int, stride: int) -> torch.Tensor:
@@ -193,7 +190,7 @@ def lift(field: RadianceField, data: SegmentationData, config: LiftConfig, step:
         rows = acc.rows(nodes)
         acc.sums.index_add_(0, rows, torch.sparse.mm(scatter, values))
     sums = acc.sums[:acc.n_rows]
-    weight = sums[:, -1]
+    weight, nodes = sums[:, -1], acc.nodes()
     per_weight = sums[:, :-1] / weight[:, None].clamp_min(1e-12)
     features = nnf.normalize(per_weight[:, :n_scales * dim].view(-1, n_scales, dim), dim=-1)   # [K, S, D]
     split = n_scales * (dim + n_classes)
@@ -201,10 +198,10 @@ def lift(field: RadianceField, data: SegmentationData, config: LiftConfig, step:
     selection = node_selection(mean_relevancy, config.selection_temperature)
     lifted_features = nnf.normalize((selection[..., None] * features).sum(1), dim=-1)
     if smooth:
-        lifted_features = smooth_features(lifted_features, per_weight[:, split:], acc.row_of, acc.nodes(), reso,
+        lifted_features = smooth_features(lifted_features, per_weight[:, split:], acc.row_of, nodes, reso,
                                           config.smooth_steps, config.smooth_shift)
     model = LiftedField(field, LiftedConfig(reso=reso, feature_dim=dim, n_scales=n_scales), n_classes=n_classes)
-    model.set_values(acc.nodes(), lifted_features, selection, weight)
+    model.set_values(nodes, lifted_features, selection, weight)
     model.class_text.copy_(text)
     stats = {"seconds": time.perf_counter() - start, "rays": int(pixels.numel()), "stride": stride, "samples": n_samples,
              "nodes": acc.n_rows, "grid": list(reso), "accumulator_mb": acc.sums.numel() * 4 / 2 ** 20,

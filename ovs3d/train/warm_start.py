@@ -20,17 +20,9 @@ import time
 import torch
 import torch.nn.functional as nnf
 
-from ovs3d.field.lifted import LiftedField, node_positions
+from ovs3d.field.lifted import LiftedField, node_positions, row_nodes
 from ovs3d.field.semantic import SemanticField
 from ovs3d.train.configs import SegmentConfig
-
-
-def lifted_nodes(lifted: LiftedField) -> torch.Tensor:
-    """Unit coordinates [K, 3] of the lifted nodes, in row order."""
-    held = (lifted.node_row >= 0).nonzero().squeeze(1)
-    flat = torch.empty_like(held)
-    flat[lifted.node_row[held].long()] = held
-    return node_positions(flat, lifted.config.reso)
 
 
 def distill_lifted(model: SemanticField, lifted: LiftedField, config: SegmentConfig) -> dict:
@@ -38,7 +30,7 @@ def distill_lifted(model: SemanticField, lifted: LiftedField, config: SegmentCon
     and the seconds taken."""
     start = time.perf_counter()
     steps, batch = config.lift.init_steps, config.lift.init_batch
-    xyz = lifted_nodes(lifted)
+    xyz = node_positions(row_nodes(lifted.node_row), lifted.config.reso)   # [K, 3] in row order
     target_f = lifted.features.float()
     target_s = lifted.selection.clamp_min(1e-8)
     prob = lifted.node_weight / lifted.node_weight.sum().clamp_min(1e-12)

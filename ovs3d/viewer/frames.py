@@ -119,9 +119,7 @@ class ViewRenderer:
         self.encoder, self.encoder_error, self.chunk = encoder, encoder_error, chunk
         self.weight_threshold = weight_threshold
         self.precision = resolve_precision(precision, self.device)
-        setter = getattr(model, "set_precision", None) or getattr(self.field, "set_shading", None)
-        if setter is not None:                       # a model without a fast path renders at fp32
-            setter(self.precision)
+        (model.set_precision if self.semantic else self.field.set_shading)(self.precision)
         self.classes = list(record.classes) if self.semantic else []
         self.class_text = model.class_text.float() if self.semantic else None
         self.basis = feature_basis(model) if self.semantic else None
