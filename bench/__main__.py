@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "export": ["--statue"],
     "authors": [],
     "scenes360": [],
+    "quality": ["--layout", "360"],
 }
 # Not in ``all``: needs a GPU (``python -m bench gpu``; ``python -m bench.gpu --smoke`` checks it on a CPU).
 EXTRA: dict[str, list[str]] = {"gpu": []}

@@ -116,6 +116,19 @@ def without_machine_paths(value):
 
 
 
+def rule_scores(metrics: dict) -> dict:
+    """3D-OVS mIoU of the 3D result under both label rules and of the 2D teacher (both rules), from a
+    ``metrics.json`` dict of ``ovs3d test`` (whichever rule it was run with)."""
+    from ovs3d.eval.segment_eval import label_rule_key  # bench.common is imported by benches that never load a run
+
+    ref, main = metrics["reference"], metrics.get("label_rule", "relevancy")
+    other = "cosine" if main == "relevancy" else "relevancy"
+    ours = {main: metrics["3dovs"]["miou"], other: ref[label_rule_key(other)]["3dovs"]["miou"]}
+    return {"relevancy": round(ours["relevancy"], 4), "cosine": round(ours["cosine"], 4),
+            "teacher_relevancy": round(ref["teacher_2d_relevancy"]["3dovs"]["miou"], 4),
+            "teacher_cosine": round(ref["teacher_2d"]["3dovs"]["miou"], 4)}
+
+
 def write_result(name: str, result: dict[str, Any]) -> Path:
     """Write ``bench/results/<name>.json`` with the machine, the command line and ``result``."""
     payload = {"benchmark": name, "command": command_line(),

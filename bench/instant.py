@@ -32,22 +32,11 @@ from pathlib import Path
 
 import torch
 
-from bench.common import RESULTS_DIR, peak_rss_gb, write_result
+from bench.common import RESULTS_DIR, peak_rss_gb, rule_scores, write_result
 
 TARGET_FRACTION = 0.10
 TARGET_DEMO_SECONDS = 15.0
 STATUE_ARM = "statue_504 (degraded teacher)"
-
-
-def scores(metrics: dict) -> dict:
-    """3D mIoU under both label rules and the 2D teacher's (both rules) from a ``metrics.json`` dict."""
-    from ovs3d.eval.segment_eval import label_rule_key
-
-    ref = metrics["reference"]
-    return {"relevancy": round(metrics["3dovs"]["miou"], 4),
-            "cosine": round(ref[label_rule_key("cosine")]["3dovs"]["miou"], 4),
-            "teacher_relevancy": round(ref["teacher_2d_relevancy"]["3dovs"]["miou"], 4),
-            "teacher_cosine": round(ref["teacher_2d"]["3dovs"]["miou"], 4)}
 
 
 def arms(stage2, folder: Path, scene: Path) -> dict:
@@ -69,7 +58,7 @@ def arms(stage2, folder: Path, scene: Path) -> dict:
         seconds = time.perf_counter() - tick
         metrics = run_test(out / "segment", out / "test", scene, TestConfig(video_frames=0, labels="relevancy"),
                            device="cpu").metrics
-        rows[name] = {"seconds": round(seconds, 2), "iterations": summary["iteration"], **scores(metrics)}
+        rows[name] = {"seconds": round(seconds, 2), "iterations": summary["iteration"], **rule_scores(metrics)}
         if name == "instant":
             rows[name]["lift"] = {k: summary["lift"][k] for k in ("seconds", "rays", "samples", "nodes", "grid",
                                                                  "accumulator_mb", "stored_mb", "mean_selection")}

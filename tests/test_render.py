@@ -169,6 +169,22 @@ def test_march_keeps_only_weights_above_threshold_and_accumulates_all() -> None:
     kept = march(field, origins, dirs, step=0.01, weight_threshold=1e-3)
     every = march(field, origins, dirs, step=0.01, weight_threshold=-1.0)
     assert bool((kept.weights > 1e-3).all()) and kept.n_kept < every.n_kept
-    assert torch.allclose(kept.accumulation, every.accumulation)
+    assert float((kept.accumulation - every.accumulation).abs().max()) <= 1e-3   # at most the unseen remainder
     assert torch.allclose(composite(torch.ones(every.n_kept, 1), every.weights, every.ray_index, 4)[:, 0],
                           every.accumulation, atol=1e-6)
+
+
+def test_early_termination_keeps_exactly_the_samples_a_full_march_keeps() -> None:
+    """A ray stops once T <= threshold: the kept samples (rays, depths, weights) are those of the whole ray
+    filtered by the threshold, while density is evaluated only up to the first opaque surface."""
+    field = StepField(z0=-0.6, value=2.0)                            # opaque a few samples past z0
+    origins, dirs = axial_rays(6)
+    threshold = 1e-4
+    stopped = march(field, origins, dirs, step=0.005, weight_threshold=threshold)
+    whole = march(field, origins, dirs, step=0.005, weight_threshold=-1.0)    # never stops
+    keep = whole.weights > threshold
+    assert torch.equal(stopped.ray_index, whole.ray_index[keep])
+    assert torch.allclose(stopped.t, whole.t[keep]) and torch.allclose(stopped.weights, whole.weights[keep], atol=1e-7)
+    assert float((stopped.accumulation - whole.accumulation).abs().max()) <= threshold
+    assert float(whole.accumulation.min()) > 0.999
+    assert stopped.n_density < 0.5 * whole.n_density                # the samples behind the surface are skipped

@@ -16,8 +16,8 @@ distance scale s (25):
 rays come in the field's ray space; samples come only from inside the field's box
 (``render/samplers.py``) and are warped to grid coordinates by the space; samples in empty cells of
 the field's occupancy grid are dropped *before*
-density is evaluated (they get sigma = 0); the result keeps only samples whose weight exceeds
-``weight_threshold`` (1e-4, rayMarch_weight_thres), in a packed layout (one row per kept sample with its
+density is evaluated (they get sigma = 0); a ray stops once its transmittance falls to the threshold (no later sample could be kept); the result
+keeps only samples whose weight exceeds ``weight_threshold`` (1e-4, rayMarch_weight_thres), in a packed layout (one row per kept sample with its
 ray index). ``composite`` sums any per-sample quantity [M, D] into its rays, so colour, appearance
 features or semantic scores all go through the same code.
 """
@@ -62,9 +62,18 @@ class RaySamples:
         return int(self.ray_index.shape[0])
 
 
+MARCH_CHUNK = 64
+"""Samples per ray evaluated at a time by ``march`` before the rays that stopped are dropped."""
+
+
 def march(field: RadianceField, origins: torch.Tensor, dirs: torch.Tensor, step: float, generator: torch.Generator | None = None,
           skip_empty: bool = True, weight_threshold: float = 1e-4) -> RaySamples:
     """Sample rays inside the field's box and compute compositing weights.
+
+    Front to back, ``MARCH_CHUNK`` samples per ray at a time, carrying each ray's optical depth
+    D = sum_j tau_j; a ray stops once T = exp(-D) <= ``weight_threshold`` (early termination): every later
+    weight w_i = alpha_i T_i <= T would be dropped anyway, so the kept samples are the same as without
+    stopping, and acc and depth differ by less than the threshold (the unseen remainder of the ray).
 
     Args:
         field: a radiance field.
@@ -72,33 +81,52 @@ def march(field: RadianceField, origins: torch.Tensor, dirs: torch.Tensor, step:
         step: marching step (grid coordinates).
         generator: per-ray jitter (training); None = midpoints (evaluation).
         skip_empty: drop samples in empty occupancy cells before evaluating density.
-        weight_threshold: keep samples with weight > threshold; a negative value keeps every sample.
+        weight_threshold: keep samples with weight > threshold; a negative value keeps every sample
+            (and never stops a ray).
     """
     n_rays = origins.shape[0]
     t, valid, _, t_far = ray_samples(field.space, origins, dirs, field.box, step, generator)
     n_per_ray = t.shape[1]
-    flat = valid.reshape(-1).nonzero().squeeze(1)                       # [K] indices into [B * S]
-    n_candidates = int(flat.shape[0])
-    ray = torch.div(flat, max(n_per_ray, 1), rounding_mode="floor")
-    t_flat = t.reshape(-1)[flat]
-    xyz_grid = field.space.warp(origins[ray] + t_flat[:, None] * dirs[ray])
-    if skip_empty and field.occupancy is not None:
-        keep = field.occupancy.occupied(xyz_grid)
-        flat, ray, t_flat, xyz_grid = flat[keep], ray[keep], t_flat[keep], xyz_grid[keep]
-    xyz = field.normalize(xyz_grid)
-    sigma = field.density(xyz)
-    tau = origins.new_zeros(n_rays * n_per_ray).index_copy(0, flat, sigma * (step * field.distance_scale))
-    tau = tau.view(n_rays, n_per_ray)
-    alpha = 1 - torch.exp(-tau)
-    transmittance = torch.exp(-(torch.cumsum(tau, dim=1) - tau))
-    weights = alpha * transmittance                                      # [B, S]
-    accumulation = weights.sum(1)
-    depth = (weights * t).sum(1) + (1 - accumulation) * t_far.clamp(min=0)
-    w = weights.reshape(-1)[flat]
-    kept = w > weight_threshold if weight_threshold >= 0 else torch.ones_like(w, dtype=torch.bool)
-    return RaySamples(ray_index=ray[kept], t=t_flat[kept], xyz=xyz[kept], weights=w[kept],
-                      accumulation=accumulation, depth=depth, n_rays=n_rays, n_candidates=n_candidates,
-                      n_density=int(flat.shape[0]))
+    active = torch.arange(n_rays, device=origins.device)
+    depth_optical = origins.new_zeros(n_rays)
+    accumulation, depth = origins.new_zeros(n_rays), origins.new_zeros(n_rays)
+    pieces, n_candidates, n_density = [], 0, 0
+    for c0 in range(0, n_per_ray, MARCH_CHUNK):
+        if active.numel() == 0:
+            break
+        chunk_t, chunk_valid = t[active, c0:c0 + MARCH_CHUNK], valid[active, c0:c0 + MARCH_CHUNK]
+        width = chunk_t.shape[1]
+        flat = chunk_valid.reshape(-1).nonzero().squeeze(1)                  # [K] indices into [A * width]
+        n_candidates += int(flat.shape[0])
+        row = torch.div(flat, width, rounding_mode="floor")                  # [K] index into active
+        t_flat = chunk_t.reshape(-1)[flat]
+        ray = active[row]
+        xyz_grid = field.space.warp(origins[ray] + t_flat[:, None] * dirs[ray])
+        if skip_empty and field.occupancy is not None:
+            keep = field.occupancy.occupied(xyz_grid)
+            flat, row, ray, t_flat, xyz_grid = flat[keep], row[keep], ray[keep], t_flat[keep], xyz_grid[keep]
+        n_density += int(flat.shape[0])
+        xyz = field.normalize(xyz_grid)
+        sigma = field.density(xyz)
+        tau = origins.new_zeros(active.numel() * width).index_copy(0, flat, sigma * (step * field.distance_scale))
+        tau = tau.view(active.numel(), width)
+        before = depth_optical[active, None] + torch.cumsum(tau, dim=1) - tau
+        weights = (1 - torch.exp(-tau)) * torch.exp(-before)                   # [A, width]
+        accumulation = accumulation.index_add(0, active, weights.sum(1))
+        depth = depth.index_add(0, active, (weights * chunk_t).sum(1))
+        depth_optical = depth_optical.index_add(0, active, tau.sum(1))
+        w = weights.reshape(-1)[flat]
+        kept = w > weight_threshold if weight_threshold >= 0 else torch.ones_like(w, dtype=torch.bool)
+        pieces.append((ray[kept] * n_per_ray + c0 + flat[kept] % width, t_flat[kept], xyz[kept], w[kept]))
+        if weight_threshold >= 0:
+            active = active[torch.exp(-depth_optical[active].detach()) > weight_threshold]
+    depth = depth + (1 - accumulation) * t_far.clamp(min=0)
+    order_key, t_kept, xyz_kept, w_kept = (torch.cat(p) for p in zip(*pieces)) if pieces else (
+        origins.new_zeros(0, dtype=torch.long), origins.new_zeros(0), origins.new_zeros(0, 3), origins.new_zeros(0))
+    order = torch.argsort(order_key)                                     # ray-major, front to back
+    return RaySamples(ray_index=torch.div(order_key[order], max(n_per_ray, 1), rounding_mode="floor"), t=t_kept[order],
+                      xyz=xyz_kept[order], weights=w_kept[order], accumulation=accumulation, depth=depth,
+                      n_rays=n_rays, n_candidates=n_candidates, n_density=n_density)
 
 
 def render_rays(field: RadianceField, origins: torch.Tensor, dirs: torch.Tensor, step: float,
