@@ -96,8 +96,9 @@ def export_run(run_dir: str | Path, what: What, out: str | Path | None = None, t
         write_json_atomic(out / "cameras.json", cameras_json(scene))
         summary["files"].append(file_entry(out / "cameras.json", out, cameras=scene.n_images))
         tick = time.perf_counter()
-        points = surface_points(model, scene, record.step, text, frame, config.points, progress)
+        points = surface_points(model, scene, record.step, text, frame, config.points, progress, n_classes, config.labels)
         summary["seconds"]["points"] = time.perf_counter() - tick
+        summary["halo_rays_dropped"] = points.halo
         lohi = select.ranges(points.cosines)
         class_scores = select.scores(points.cosines[:, :n_classes], config.labels, lohi[:, :n_classes])
         labels = class_scores.argmax(1) if len(points) else np.zeros(0, np.int64)
