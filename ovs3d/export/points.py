@@ -127,13 +127,15 @@ def view_points(model, cameras, view: int, step: float, text: torch.Tensor, chun
         t, hit = median_depth(samples, step / d.norm(dim=-1).clamp_min(1e-12), min_opacity)
         if not bool(hit.any()):
             continue
-        viewdirs = nnf.normalize(d, dim=-1)[samples.ray_index]
-        out = model.render(samples.xyz, samples.weights, samples.ray_index, samples.n_rays, viewdirs=viewdirs,
-                           with_selection=False)
-        features = nnf.normalize(out["features"][hit], dim=-1)
+        used = hit[samples.ray_index]                                 # only the rays that give a point are shaded
+        rank = torch.cumsum(hit, 0) - 1                               # ray -> its row among the hit rays
+        ray = samples.ray_index[used]
+        out = model.render(samples.xyz[used], samples.weights[used], rank[ray], int(hit.sum()),
+                           viewdirs=nnf.normalize(d, dim=-1)[ray], with_selection=False)
+        features = nnf.normalize(out["features"], dim=-1)
         parts["pixel"].append(hit.nonzero().squeeze(1) + s)
         parts["grid"].append(field.space.warp(o[hit] + t[hit, None] * d[hit]))
-        parts["rgb"].append(out["rgb"][hit].clamp(0, 1))
+        parts["rgb"].append(out["rgb"].clamp(0, 1))
         parts["cosines"].append(features @ text.to(features).t())
     if not parts["grid"]:
         return {"pixel": u.new_zeros(0, dtype=torch.long), "grid": u.new_zeros(0, 3), "rgb": u.new_zeros(0, 3),
