@@ -20,7 +20,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "lifting": [],
     "instant": ["--statue"],
     "process_data": [],
-    "export": ["--statue"],
+    "export": ["--preset", "cpu", "--statue", "--threads", "2"],
     "authors": [],
     "scenes360": [],
     "quality": ["--layout", "360"],

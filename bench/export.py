@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -233,13 +234,15 @@ def make_statue_run(work: Path) -> Path:
 
 def timed_export(run: Path, out: Path, texts: list[str], threads: int) -> dict:
     """``ovs3d export all`` in a child process: its wall-clock and CPU seconds (user + system: on a shared,
-    busy CPU the wall clock also counts the time the child waited for a core) and the summary it wrote."""
+    busy CPU the wall clock also counts the time the child waited for a core), the machine's load average
+    before and after, and the summary it wrote."""
     import resource
 
     def cpu() -> float:
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         return usage.ru_utime + usage.ru_stime
 
+    load_start = os.getloadavg()
     cpu_start, start = cpu(), time.perf_counter()
     args = [sys.executable, "-m", "ovs3d.cli.main", "export", "all", "--run", str(run), "--out", str(out),
             "--threads", str(threads)]
@@ -250,7 +253,7 @@ def timed_export(run: Path, out: Path, texts: list[str], threads: int) -> dict:
     return {"wall_seconds": time.perf_counter() - start, "cpu_seconds": cpu() - cpu_start, "threads": threads,
             "stages_seconds": summary["seconds"],
             "points": summary["points"], "bytes": sum(f["bytes"] for f in summary["files"]),
-            "target_seconds": 60}
+            "load_average_1_5_15": {"start": list(load_start), "end": list(os.getloadavg())}, "target_seconds": 60}
 
 
 def picture(export: Path, path: Path) -> None:

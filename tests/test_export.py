@@ -87,6 +87,7 @@ def test_the_point_cloud_reads_back_with_standard_properties_first(exported) -> 
     summary = json.loads((out / "export.json").read_text())
     entry = next(f for f in summary["files"] if f["file"] == "points.ply")
     assert entry["points"] == len(xyz) and sum(entry["per_class"].values()) == len(xyz)
+    assert isinstance(summary["halo_rays_dropped"], int) and summary["halo_rays_dropped"] >= 0
     cloud = trimesh.load(out / "points.ply")                 # a viewer that knows only x y z and colours
     assert isinstance(cloud, trimesh.PointCloud) and len(cloud.vertices) == len(xyz)
     assert np.allclose(cloud.vertices, xyz) and cloud.colors.shape[0] == len(xyz)
