@@ -20,7 +20,7 @@ from ovs3d.render.volume import march
 from ovs3d.scene.cameras import Cameras
 from ovs3d.scene.rayspace import BoxSpace
 from ovs3d.train.configs import LiftConfig, preset
-from ovs3d.train.lift import lift, node_selection, smooth_features, strided_pixels, sweep_stride
+from ovs3d.train.lift import lift, node_selection, ray_confidence, smooth_features, strided_pixels, sweep_stride
 from ovs3d.train.segment_data import SegmentationData
 
 SPACE = BoxSpace(box=((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0)))
@@ -52,15 +52,17 @@ class PlaneField:
         return iter(())
 
 
-def plane_data(maps: list[np.ndarray], n_classes: int = 2) -> SegmentationData:
-    """Two downward cameras (z = 3, 16x12 pixels, focal 16) over the plane, CLIP maps ``maps`` [3, D, 12, 16]."""
+def plane_data(maps: list[np.ndarray], n_classes: int = 2, text: torch.Tensor | None = None) -> SegmentationData:
+    """Two downward cameras (z = 3, 16x12 pixels, focal 16) over the plane, CLIP maps ``maps`` [3, D, 12, 16],
+    class texts ``text`` [C, D] (default: ``n_classes`` random unit vectors)."""
     c2w = torch.zeros(2, 3, 4)
     c2w[:, :, :3] = torch.eye(3)
     c2w[:, 2, 3] = 3.0
     c2w[1, 1, 3] = 0.1
     cams = Cameras.from_focal(c2w, 16.0, 16, 12)
     dim = maps[0].shape[1]
-    text = nnf.normalize(torch.randn(n_classes, dim, generator=torch.Generator().manual_seed(1)), dim=-1)
+    if text is None:
+        text = nnf.normalize(torch.randn(n_classes, dim, generator=torch.Generator().manual_seed(1)), dim=-1)
     return SegmentationData(clip=FeatureMaps.from_arrays(maps, encoder="test"), dino=None, views=[0, 1],
                             rgb=np.zeros((2, 12, 16, 3), np.float32), text=text, clip_cameras=cams, dino_cameras=None)
 
@@ -154,6 +156,30 @@ def test_the_scatter_conserves_weight_and_streams_per_batch() -> None:
                       torch.arange(16.0).repeat(24) + 0.5, torch.arange(12.0).repeat_interleave(16).repeat(2) + 0.5)
     s = march(PlaneField(), o, d, STEP, weight_threshold=LiftConfig().weight_threshold)
     torch.testing.assert_close(model.node_weight.sum(), s.weights.sum(), rtol=1e-4, atol=0)
+
+
+def test_confidence_weighting_lets_the_confident_view_decide() -> None:
+    """View 0 shows e0 | e1 (left | right half: relevancies 1 / 0, confidence 1), view 1 the same plane as a flat
+    mixture (equal relevancies, confidence 0): weighted by confidence, the lifted left half is e0, not a blend."""
+    torch.testing.assert_close(ray_confidence(torch.tensor([[[1.0, 0.0], [0.8, 0.2]], [[0.5, 0.5], [0.5, 0.5]]])),
+                               torch.tensor([0.8, 0.0]))
+    dim = 8
+    sharp = np.zeros((3, dim, 12, 16), np.float32)
+    sharp[:, :, :, :8] = unit(dim, 0)[None, :, None, None]
+    sharp[:, :, :, 8:] = unit(dim, 1)[None, :, None, None]
+    flat = np.broadcast_to(((unit(dim, 0) + unit(dim, 1)) / np.sqrt(2))[None, :, None, None], sharp.shape)
+    text = torch.from_numpy(np.stack([unit(dim, 0), unit(dim, 1)]))
+    data = plane_data([sharp.astype(np.float16), flat.astype(np.float16)], text=text)
+    left = {}
+    for weighted in (True, False):
+        model, _ = lift(PlaneField(), data, LiftConfig(pixel_stride=1, confidence_weighted=weighted), STEP)
+        rows = (model.node_row >= 0).nonzero().squeeze(1)
+        x = -1 + 2 * (rows % 17).float() / 16
+        left[weighted] = model.features.float()[model.node_row[rows[x < -0.3]].long()]
+        torch.testing.assert_close(model.node_weight.sum(), lift(PlaneField(), data, LiftConfig(
+            pixel_stride=1, confidence_weighted=not weighted), STEP)[0].node_weight.sum())   # W_n: coverage either way
+    assert float(left[True][:, 0].min()) > 0.99                        # e0: the confident view decides
+    assert float(left[False][:, 1].max()) > 0.2                        # the plain mean blends in the flat view
 
 
 def test_trilinear_corner_weights_interpolate_the_grid_exactly() -> None:

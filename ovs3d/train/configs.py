@@ -122,6 +122,9 @@ class LiftConfig:
     """Rays marched and scattered at once (the sweep's memory scales with it, never with the views)."""
     weight_threshold: float = 1e-3
     """Samples whose rendering weight is at most this are not lifted (nor looked up)."""
+    confidence_weighted: bool = True
+    """Each ray's contribution is also weighted by its teacher's confidence c_r (``lift.ray_confidence``), so
+    patches that straddle objects count less than patches that clearly show one class (False: c_r = 1)."""
     selection_temperature: float = 0.05
     """S_n = softmax(margin_s / this) over scales (small: nearly one scale per node)."""
     smooth_steps: int = 0

@@ -5,18 +5,20 @@ each view's CLIP map, the stride raised until the rays fit ``max_rays``; the gri
 views so together they cover every pixel; the teacher is patch-level, so neighbouring pixels add little). Each
 batch is marched through the frozen density (weights w_i = T_i alpha_i above ``weight_threshold``) and
 scattered with the adjoint of the trilinear lookup of ``field/lifted.py``: sample i of ray r adds, at each
-corner node n of its cell with trilinear weight b_n(x_i), a_{n,r} = w_i b_n(x_i) times the ray's values:
+corner node n of its cell with trilinear weight b_n(x_i), a_{n,r} = c_r w_i b_n(x_i) times the ray's values,
+where c_r = top1_c - top2_c of the ray's relevancies averaged over the scales (the 2D teacher's confidence
+under its relevancy rule, at least ``MIN_CONFIDENCE``; ``confidence_weighted``, else c_r = 1):
 
-    W_n     = sum_r a_{n,r}                         accumulated weight         [K]
+    W_n     = sum_r a_{n,r} / c_r                   accumulated rendering weight (coverage)   [K]
     Fsum_ns = sum_r a_{n,r} f_hat_s(r)              per scale s, unit CLIP f   [K, S, D]
     Rsum_ns = sum_r a_{n,r} R_s(r)                  min-max relevancies        [K, S, C]
 
-(a sparse [K_batch, B] matrix times the batch's [B, S D + S C + 1] values). Only the K nodes that receive
-weight get a row (``NodeAccumulator``): memory is K (S D + S C + 1) floats plus one batch, never all views.
+(a sparse [K_batch, B] matrix times the batch's [B, S D + S C + 2] values, the last two 1 and 1 / c_r). Only the K nodes that receive
+weight get a row (``NodeAccumulator``): memory is K (S D + S C + 2) floats plus one batch, never all views.
 Then per node
 
-    f_ns = normalize(Fsum_ns / W_n)                 the rendering-weighted mean feature of scale s
-    Rbar_ns = Rsum_ns / W_n  in [0, 1]^C            mean relevancy of scale s over the views
+    f_ns = normalize(Fsum_ns / A_n)                 the weighted mean feature of scale s, A_n = sum_r a_{n,r}
+    Rbar_ns = Rsum_ns / A_n  in [0, 1]^C            mean relevancy of scale s over the views
     margin_ns = top1_c Rbar_nsc - top2_c Rbar_nsc   (top1 when C = 1)
     s_n = softmax_s(margin_ns / temperature)        the scale selection
     f_n = normalize(sum_s s_ns f_ns)                the lifted feature (stored in float16)
@@ -26,7 +28,9 @@ patch clearly favours one class. Averaging R over views before taking the margin
 whose patches straddle objects favours different classes from different viewpoints (or none), so its mean
 relevancy is flat and its margin small; a scale that is confident and consistent keeps a large margin.
 This is the quantity the trained selection is pulled towards by the RDA loss (softmax(sum_s S_s R_s)
-sharp and agreeing with F's classes), computed in closed form instead of by gradient descent.
+sharp and agreeing with F's classes), computed in closed form instead of by gradient descent. Weighting
+rays by c_r applies the same argument across rays: a patch that straddles objects (near a silhouette, or
+a small object seen from afar) has flat relevancies and says little about the surface its ray meets.
 
 Optionally (``smooth_steps``) the sweep also lifts the DINO features and smooths f over neighbouring nodes
 with their DINO affinity (``smooth_features``), off by default.
@@ -141,6 +145,18 @@ def smooth_features(features: torch.Tensor, dino: torch.Tensor, row_of: torch.Te
     return features
 
 
+MIN_CONFIDENCE = 1e-3
+"""c_r is at least this, so a node that only uninformative rays see keeps their plain weighted mean."""
+
+
+def ray_confidence(relevancy: torch.Tensor) -> torch.Tensor:
+    """[B] the teacher's confidence in each ray's class: the margin top1 - top2 (top1 when C = 1) of its
+    relevancies [B, S, C] averaged over the scales (the 2D teacher's relevancy rule)."""
+    mean = relevancy.mean(1)
+    top = mean.topk(min(2, mean.shape[-1]), dim=-1).values
+    return top[:, 0] - top[:, 1] if top.shape[-1] == 2 else top[:, 0]
+
+
 def node_selection(mean_relevancy: torch.Tensor, temperature: float) -> torch.Tensor:
     """Scale weights [K, S] = softmax_s(margin / temperature) of mean relevancies [K, S, C] (module docstring)."""
     top = mean_relevancy.topk(min(2, mean_relevancy.shape[-1]), dim=-1).values
@@ -164,7 +180,7 @@ def lift(field: RadianceField, data: SegmentationData, config: LiftConfig, step:
         raise InputError(None, "--segment.lift.smooth-steps needs the DINO cache, which this teacher lacks",
                          "extract DINO features (`ovs3d extract`) or pass --segment.lift.smooth-steps 0")
     dino_dim = data.dino.shape[0] if smooth else 0
-    acc = NodeAccumulator(gx * gy * gz, n_scales * (dim + n_classes) + dino_dim + 1, device)
+    acc = NodeAccumulator(gx * gy * gz, n_scales * (dim + n_classes) + dino_dim + 2, device)
     h, w = data.clip_hw
     stride = sweep_stride(len(data.views), h, w, config.pixel_stride, config.max_rays)
     pixels = strided_pixels(len(data.views), h, w, stride)
@@ -177,7 +193,9 @@ def lift(field: RadianceField, data: SegmentationData, config: LiftConfig, step:
             continue
         n_samples += samples.n_kept
         corners, b = trilinear_corners(samples.xyz, reso)                    # [M, 8]
-        coef = samples.weights[:, None] * b
+        confidence = (ray_confidence(batch["relevancy"]) if config.confidence_weighted
+                      else torch.ones(samples.n_rays)).clamp_min(MIN_CONFIDENCE).to(device)
+        coef = confidence[samples.ray_index][:, None] * samples.weights[:, None] * b
         nodes, local = torch.unique(corners.reshape(-1), return_inverse=True)
         rays = samples.ray_index[:, None].expand_as(corners).reshape(-1)
         scatter = torch.sparse_coo_tensor(torch.stack([local, rays]), coef.reshape(-1),
@@ -186,12 +204,13 @@ def lift(field: RadianceField, data: SegmentationData, config: LiftConfig, step:
         parts = [batch["clip"].reshape(n, -1), batch["relevancy"].reshape(n, -1)]
         if smooth:
             parts.append(dino_at(data, batch))
-        values = torch.cat([*parts, torch.ones(n, 1)], dim=1).to(device)    # [B, S D + S C (+ E) + 1]
+        ones = torch.ones(n, 1, device=device)
+        values = torch.cat([*(p.to(device) for p in parts), ones, ones / confidence[:, None]], dim=1)  # [B, S D + S C (+ E) + 2]
         rows = acc.rows(nodes)
         acc.sums.index_add_(0, rows, torch.sparse.mm(scatter, values))
     sums = acc.sums[:acc.n_rows]
-    weight, nodes = sums[:, -1], acc.nodes()
-    per_weight = sums[:, :-1] / weight[:, None].clamp_min(1e-12)
+    weight, nodes = sums[:, -1], acc.nodes()                                 # W_n (the 1 / c_r column)
+    per_weight = sums[:, :-2] / sums[:, -2:-1].clamp_min(1e-12)              # over sum_r a_{n,r}
     features = nnf.normalize(per_weight[:, :n_scales * dim].view(-1, n_scales, dim), dim=-1)   # [K, S, D]
     split = n_scales * (dim + n_classes)
     mean_relevancy = per_weight[:, n_scales * dim:split].view(-1, n_scales, n_classes)        # [K, S, C]
