@@ -20,6 +20,9 @@ import torch
 
 from bench.common import write_result
 
+THRESHOLD = 1e-4
+"""``march``'s default weight threshold: the stopping march uses it, the baseline's samples are cut at it."""
+
 
 def march_views(field, cameras, views: list[int], step: float, threshold: float, chunk: int = 8192) -> tuple[float, int, list]:
     """(seconds, density evaluations, [kept weights per chunk]) of marching every pixel of ``views``."""
@@ -33,7 +36,7 @@ def march_views(field, cameras, views: list[int], step: float, threshold: float,
             o, d = field.space.rays(cameras, index[s:s + chunk], u[s:s + chunk], v[s:s + chunk])
             samples = march(field, o, d, step, weight_threshold=threshold)
             n_density += samples.n_density
-            kept.append(samples.weights[samples.weights > 1e-4])
+            kept.append(samples.weights[samples.weights > THRESHOLD])
     return time.perf_counter() - tick, n_density, kept
 
 
@@ -54,7 +57,7 @@ def main() -> None:
     seconds = {"stopping": [], "never_stopping": []}
     with torch.no_grad():
         for _ in range(args.rounds):
-            for name, threshold in (("never_stopping", -1.0), ("stopping", 1e-4)):
+            for name, threshold in (("never_stopping", -1.0), ("stopping", THRESHOLD)):
                 took, n_density, kept = march_views(field, cameras, args.views, record.step, threshold)
                 seconds[name].append(took)
                 if name == "stopping":

@@ -94,18 +94,17 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/ovs3d-bench-quality"))
     args = parser.parse_args()
     load = os.getloadavg()[0]
-    rows, groups = [], {}
+    by_size: dict[str, list[dict]] = {}
     for size in args.sizes:
         for seed in args.seeds:
             row = run_arm(args.layout, seed, size_of(size), args.work, args.threads)
-            rows.append(row)
+            by_size.setdefault(size, []).append(row)
             print(f"bench quality: {args.layout} {size} seed {seed}: {json.dumps(row)}", flush=True)
-            groups = {s: summarise([r for r in rows if f"{r['width']}x{r['height']}x{r['views']}" == s])
-                      for s in args.sizes if any(f"{r['width']}x{r['height']}x{r['views']}" == s for r in rows)}
+            rows = [r for group in by_size.values() for r in group]
             write_result(f"quality_{args.layout}", {
                 "layout": args.layout, "preset": "cpu", "encoders": "built-in weight-free (NOT CLIP or DINO)",
                 "threads": args.threads, "load_at_start": load, "targets": {"mean": TARGET_MEAN, "min": TARGET_MIN},
-                "summary": summarise(rows), "by_size": groups, "runs": rows})
+                "summary": summarise(rows), "by_size": {s: summarise(g) for s, g in by_size.items()}, "runs": rows})
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from ovs3d.config import check_bounds
 from ovs3d.export.frames import WorldFrame
 from ovs3d.export.halo import halo_pixels, max_step
-from ovs3d.export.select import scores
+from ovs3d.export.select import ranges, scores
 from ovs3d.render.volume import RaySamples, march
 from ovs3d.scene.scene import Scene
 
@@ -179,11 +179,10 @@ def drop_halos(parts: list[dict], cameras, views: list[int], n_classes: int, rul
     returns the number of rays dropped."""
     if angle <= 0 or n_classes == 0 or not any(len(p["pixel"]) for p in parts):
         return 0
-    all_cos = np.concatenate([p["cosines"][:, :n_classes] for p in parts])
-    lohi = np.stack([all_cos.min(0), all_cos.max(0)])
+    lohi = ranges(np.concatenate([p["cosines"][:, :n_classes] for p in parts]))
+    h, w = cameras.height, cameras.width
     dropped = 0
     for part, view in zip(parts, views):
-        h, w = cameras.height, cameras.width
         depth, label = np.full(h * w, np.nan), np.full(h * w, -1, dtype=np.int64)
         depth[part["pixel"]] = part["depth"]
         label[part["pixel"]] = scores(part["cosines"][:, :n_classes], rule, lohi).argmax(1)

@@ -55,7 +55,7 @@ class ExportConfig:
     precision: MlpPrecision = "auto"
     """Matrix products of the feature head and the shading MLP (``field/shading.py``): auto = bf16 (fp32
     accumulation) where the CPU has native bf16, as stage 1 trains and the viewer renders; fp32 = exactly
-    the products of ``ovs3d test``. On statue_504 bf16 labels every point as fp32 does, colours within 0.001."""
+    the products of ``ovs3d test``."""
     points: PointConfig = field(default_factory=PointConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
 
@@ -85,7 +85,8 @@ def export_run(run_dir: str | Path, what: What, out: str | Path | None = None, t
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "export"
     model, record = load_run(run_dir, device, stage="segment")
-    model.set_precision(resolve_precision(config.precision, torch.device(device)))
+    precision = resolve_precision(config.precision, torch.device(device))
+    model.set_precision(precision)
     with folder_lock(out, "ovs3d export"):
         scene = scene_at_feature_resolution(record, scene_root, annotations=False)
         frame = WorldFrame.of(model.field.space, scene)
@@ -96,7 +97,7 @@ def export_run(run_dir: str | Path, what: What, out: str | Path | None = None, t
             text = torch.cat([text, text_embeddings(encoder, texts).float().cpu()])
         n_classes = len(classes)
         summary = {"run": str(run_dir.resolve()), "scene": str(scene.root.resolve()), "what": what, "classes": classes,
-                   "label_rule": config.labels, "precision": resolve_precision(config.precision, torch.device(device)),
+                   "label_rule": config.labels, "precision": precision,
                    "encoders": record.encoders, "builtin_encoders": record.builtin_encoders,
                    "frame": "the input poses' frame (NDC warp and scene normalisation undone)", "files": [],
                    "seconds": {}}

@@ -16,8 +16,9 @@ distance scale s (25):
 rays come in the field's ray space; samples come only from inside the field's box
 (``render/samplers.py``) and are warped to grid coordinates by the space; samples in empty cells of
 the field's occupancy grid are dropped *before*
-density is evaluated (they get sigma = 0); a ray stops once its transmittance falls to the threshold (no later sample could be kept); the result
-keeps only samples whose weight exceeds ``weight_threshold`` (1e-4, rayMarch_weight_thres), in a packed layout (one row per kept sample with its
+density is evaluated (they get sigma = 0); a ray stops once its transmittance falls to the threshold
+(no later sample could be kept); the result keeps only samples whose weight exceeds ``weight_threshold``
+(1e-4, rayMarch_weight_thres), in a packed layout (one row per kept sample with its
 ray index). ``composite`` sums any per-sample quantity [M, D] into its rays, so colour, appearance
 features or semantic scores all go through the same code.
 """
@@ -98,13 +99,12 @@ def march(field: RadianceField, origins: torch.Tensor, dirs: torch.Tensor, step:
         width = chunk_t.shape[1]
         flat = chunk_valid.reshape(-1).nonzero().squeeze(1)                  # [K] indices into [A * width]
         n_candidates += int(flat.shape[0])
-        row = torch.div(flat, width, rounding_mode="floor")                  # [K] index into active
+        ray = active[torch.div(flat, width, rounding_mode="floor")]          # [K] the ray of each sample
         t_flat = chunk_t.reshape(-1)[flat]
-        ray = active[row]
         xyz_grid = field.space.warp(origins[ray] + t_flat[:, None] * dirs[ray])
         if skip_empty and field.occupancy is not None:
             keep = field.occupancy.occupied(xyz_grid)
-            flat, row, ray, t_flat, xyz_grid = flat[keep], row[keep], ray[keep], t_flat[keep], xyz_grid[keep]
+            flat, ray, t_flat, xyz_grid = flat[keep], ray[keep], t_flat[keep], xyz_grid[keep]
         n_density += int(flat.shape[0])
         xyz = field.normalize(xyz_grid)
         sigma = field.density(xyz)

@@ -149,19 +149,21 @@ MIN_CONFIDENCE = 1e-3
 """c_r is at least this, so a node that only uninformative rays see keeps their plain weighted mean."""
 
 
+def class_margin(relevancy: torch.Tensor) -> torch.Tensor:
+    """top1_c - top2_c over the last (class) axis of relevancies [..., C] (top1 when C = 1): [...]."""
+    top = relevancy.topk(min(2, relevancy.shape[-1]), dim=-1).values
+    return top[..., 0] - top[..., 1] if top.shape[-1] == 2 else top[..., 0]
+
+
 def ray_confidence(relevancy: torch.Tensor) -> torch.Tensor:
-    """[B] the teacher's confidence in each ray's class: the margin top1 - top2 (top1 when C = 1) of its
-    relevancies [B, S, C] averaged over the scales (the 2D teacher's relevancy rule)."""
-    mean = relevancy.mean(1)
-    top = mean.topk(min(2, mean.shape[-1]), dim=-1).values
-    return top[:, 0] - top[:, 1] if top.shape[-1] == 2 else top[:, 0]
+    """[B] the teacher's confidence in each ray's class: the class margin of its relevancies [B, S, C]
+    averaged over the scales (the 2D teacher's relevancy rule)."""
+    return class_margin(relevancy.mean(1))
 
 
 def node_selection(mean_relevancy: torch.Tensor, temperature: float) -> torch.Tensor:
     """Scale weights [K, S] = softmax_s(margin / temperature) of mean relevancies [K, S, C] (module docstring)."""
-    top = mean_relevancy.topk(min(2, mean_relevancy.shape[-1]), dim=-1).values
-    margin = top[..., 0] - top[..., 1] if top.shape[-1] == 2 else top[..., 0]
-    return torch.softmax(margin / temperature, dim=-1)
+    return torch.softmax(class_margin(mean_relevancy) / temperature, dim=-1)
 
 
 @torch.no_grad()
