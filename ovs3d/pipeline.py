@@ -29,7 +29,7 @@ import torch
 
 from ovs3d.config import to_plain
 from ovs3d.errors import InputError
-from ovs3d.eval.segment_eval import TestConfig, label_rule_key, run_test
+from ovs3d.eval.segment_eval import TestConfig, custom_ground_truth, ground_truth, label_rule_key, run_test
 from ovs3d.features.extract import ExtractConfig, extract_clip, extract_dino, extract_features
 from ovs3d.features.hub import check_weights_file
 from ovs3d.features.registry import build_image_text_encoder
@@ -202,8 +202,10 @@ def run_pipeline(scene: str | Path, out: str | Path, config: PipelineConfig, cla
     """Extract, reconstruct, segment and test ``scene`` into ``out``; returns the summary rows (also in
     ``out/summary.json``). Input is validated (scene, classes) before any stage starts."""
     scene, out = Path(scene).resolve(), Path(out)
-    loaded = load_scene(scene, downsample=config.reconstruct.downsample, load_annotations=True)
-    classes = list(classes or loaded.classes)
+    loaded = load_scene(scene, downsample=config.reconstruct.downsample,
+                        load_annotations=not custom_ground_truth(config.test))
+    loaded.annotations = ground_truth(loaded, config.test)     # the ground truth the test stage will read
+    classes = list(classes or (loaded.annotations.classes if loaded.annotations else []))
     if not classes:
         raise InputError(scene / "segmentations" / "classes.txt", "no class list",
                          "write one class prompt per line there, or pass --classes-file")

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from ovs3d.scene.annotations import load_annotations, read_classes
+from ovs3d.errors import InputError
+from ovs3d.scene.annotations import image_indices, load_annotations, read_classes
 
 
 def write_mask(path: Path, array: np.ndarray) -> None:
@@ -70,3 +72,28 @@ def test_nearest_resize(tmp_path):
 
 def test_no_class_list_means_no_annotations(tmp_path):
     assert load_annotations(tmp_path, n_images=3, size=(8, 4), source_size=(8, 4)) is None
+
+
+def test_a_folder_not_named_by_its_index_is_mapped_to_its_image(tmp_path):
+    make_segmentations(tmp_path)
+    seg = tmp_path / "segmentations"
+    (seg / "10").rename(seg / "30")                                 # as 3D-OVS table's folder 30
+    images = [Path(f"{i:02d}.jpg") for i in range(11)] + [Path("IMG_20230412_214716.jpg")]
+    index = image_indices(seg, {"30": "IMG_20230412_214716"}, images)
+    assert index == {"30": 11}
+    ann = load_annotations(tmp_path, n_images=12, size=(8, 4), source_size=(8, 4), folder_index=index)
+    assert ann.views == [2, 11] and ann.labels[1, ..., 0].sum() == 15
+    with pytest.raises(InputError, match="out of range"):          # without the mapping: image 30 of 12
+        load_annotations(tmp_path, n_images=12, size=(8, 4), source_size=(8, 4))
+    with pytest.raises(InputError, match="not among the scene's images"):
+        image_indices(seg, {"30": "IMG_missing"}, images)
+    with pytest.raises(InputError, match="does not exist"):
+        load_annotations(tmp_path, n_images=12, size=(8, 4), source_size=(8, 4), folder_index={"31": 3, "30": 11})
+
+
+def test_ground_truth_from_another_folder(tmp_path):
+    make_segmentations(tmp_path)
+    (tmp_path / "segmentations").rename(tmp_path / "segmentations_corrected")
+    assert load_annotations(tmp_path, n_images=12, size=(8, 4), source_size=(8, 4)) is None
+    ann = load_annotations(tmp_path, n_images=12, size=(8, 4), source_size=(8, 4), folder="segmentations_corrected")
+    assert ann.views == [2, 10] and ann.classes == ["b cat", "a dog"]

@@ -47,6 +47,11 @@ def test_run_resumes_after_an_interruption_and_skips_completed_stages(synthetic_
     metrics = json.loads((out / "test" / "metrics.json").read_text())
     assert metrics["metrics_computed"] and 0.0 <= metrics["3dovs"]["miou"] <= 1.0
     assert metrics["builtin_encoders"] is True
+    # both per-query variants, named; the LERF negatives came from the built-in encoder, and the report says so
+    assert metrics["per_query"]["name"] == "per_query" and metrics["per_query_lerf"]["threshold"] == 0.5
+    assert metrics["lerf_negatives"]["computed"] and "built-in encoder" in metrics["lerf_negatives"]["note"]
+    results = (out / "test" / "results.txt").read_text()
+    assert "per-query protocol, per_query (" in results and "per-query protocol, per_query_lerf (" in results
     assert "reconstruct" in summary_table(rows)
 
     # A changed setting redoes that stage and moves the old outputs aside (nothing is deleted).

@@ -6,9 +6,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from ovs3d.eval.report import write_report
-from ovs3d.eval.segmentation import evaluate_3dovs, evaluate_per_query, iou_per_class, subset_accuracy
+from ovs3d.eval.segmentation import (evaluate_3dovs, evaluate_per_query, evaluate_per_query_lerf, iou_per_class,
+                                     subset_accuracy)
+from ovs3d.features.builtin import ColorWordEncoder
+from ovs3d.features.relevancy import CANONICAL_NEGATIVES, negative_embeddings, pairwise_relevancy
 from ovs3d.io.colormaps import PALETTE, class_colors, label_boundaries, legend, overlay
 
 
@@ -56,6 +60,40 @@ def test_per_query_protocol_known_answer():
     assert np.isnan(result.iou[0][1])  # class 1 absent from the GT -> skipped
     assert result.miou == pytest.approx(2 / 3)
     assert result.to_json()["iou"][0][1] is None
+
+
+def unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def test_lerf_relevancy_is_the_minimum_over_negatives_of_the_pairwise_softmax():
+    gen = torch.Generator().manual_seed(0)
+    query, negatives = unit(torch.randn(1, 16, generator=gen)), unit(torch.randn(4, 16, generator=gen))
+    features = torch.cat([query, negatives])                       # pixel 0 = the query, pixels 1..4 = a negative
+    rel = pairwise_relevancy((features @ query.t()).t(), (features @ negatives.t()).t())   # [1, P], [4, P] -> [1, P]
+    assert rel.shape == (1, 5)
+    assert rel[0, 0] > 0.5 and bool((rel[0, 1:] < 0.5).all())
+    s_q, s_n = features @ query.t(), features @ negatives.t()      # [P, 1], [P, 4]
+    pair = torch.exp(10 * s_q) / (torch.exp(10 * s_q) + torch.exp(10 * s_n))
+    torch.testing.assert_close(rel[0], pair.amin(1), rtol=1e-5, atol=1e-6)
+    # the minimum is taken: one negative equal to the query pins it at 0.5 whatever the others
+    assert float(pairwise_relevancy(torch.ones(1, 1), torch.tensor([[1.0], [-1.0]]))) == pytest.approx(0.5)
+
+
+def test_lerf_negatives_with_the_builtin_encoder_are_defined_without_warnings(recwarn):
+    text, note = negative_embeddings(ColorWordEncoder())
+    assert text.shape[0] == len(CANONICAL_NEGATIVES) and bool(torch.isfinite(text).all())
+    assert not recwarn.list and "built-in encoder" in note and "not CLIP" in note
+
+
+def test_per_query_lerf_protocol_thresholds_the_relevancy_at_one_half():
+    rel = np.array([[[[0.2, 0.6, 0.7, 0.4]], [[0.1, 0.1, 0.1, 0.1]]]])  # [V=1, C=2, H=1, W=4], not normalised
+    gt = np.zeros((1, 1, 4, 2), dtype=np.uint8)
+    gt[0, 0, 1:, 0] = 1
+    gt[0, 0, 0, 1] = 1
+    result = evaluate_per_query_lerf(rel, gt, views=[0], classes=["a", "b"])
+    assert result.name == "per_query_lerf" and result.threshold == 0.5
+    assert result.iou[0] == pytest.approx([2 / 3, 0.0])             # a query below 0.5 everywhere: an empty mask
 
 
 def test_shape_mismatch_is_an_error():

@@ -156,7 +156,7 @@ def test_queries_are_a_matrix_product_on_the_cached_frame(renderer: ViewRenderer
     cos = torch.einsum("hwd,qd->qhw", frame.features, text).numpy()
     expected = (cos - cos.min((1, 2), keepdims=True)) / np.ptp(cos, axis=(1, 2), keepdims=True)
     np.testing.assert_allclose(rel, expected, atol=1e-5)
-    neg = query_relevancy(frame.features, text, renderer.text(("object", "things")))
+    neg = query_relevancy(frame.features, text, renderer.negatives())        # LERF negatives, encoded without a warning
     assert neg.shape == (2, 24, 32) and 0.0 <= neg.min() and neg.max() <= 1.0
     labels = colorizer.image(frame, Settings(mode="labels"))
     hidden = colorizer.image(frame, Settings(mode="labels", hidden=frozenset(range(len(CLASSES)))))

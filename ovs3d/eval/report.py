@@ -16,6 +16,9 @@ from ovs3d.io.atomic import write_json_atomic, write_text_atomic
 
 BUILTIN_NOTE = ("features from ovs3d's built-in weight-free encoders (colour/material words), not CLIP/DINO: "
                 "figures are not comparable with the paper's")
+QUERY_RELEVANCY = {"per_query": "cos(F, t_q) min-max normalised over the view",
+                   "per_query_lerf": ("LERF relevancy min_j sigmoid(10 (cos(F, t_q) - cos(F, t_j))) over the "
+                                      "negatives object/things/stuff/texture")}
 
 
 def _fmt(x: float) -> str:
@@ -29,7 +32,8 @@ def protocol_table(result: ProtocolResult) -> list[str]:
         lines.append("3D-OVS protocol (argmax over the class list; IoU of an absent class = 0; subset accuracy)")
         lines.append(f"  mIoU {result.miou:.4f}   accuracy {result.accuracy:.4f}")
     else:
-        lines.append(f"per-query protocol (each class alone; min-max relevancy >= {result.threshold}; "
+        relevancy = QUERY_RELEVANCY[result.name]
+        lines.append(f"per-query protocol, {result.name} (each class alone; {relevancy} >= {result.threshold}; "
                      "classes absent from a view skipped)")
         lines.append(f"  mIoU {_fmt(result.miou)}")
     header = "  view   mIoU    acc     " + "  ".join(f"c{c:<5d}" for c in range(len(result.classes)))

@@ -17,8 +17,15 @@ The chosen rule draws the overlays and the video and fills ``3dovs``; the other 
                                         the annotated views (all views when the scene has no masks)
     segmentations_path/NNN.png, video.mp4  the spiral, overlaid on the rendered RGB
     classes_color.png                   legend
-    results.txt, metrics.json           both protocols (``eval/segmentation.py``), plus the 2D
+    results.txt, metrics.json           the 3D-OVS protocol and both per-query variants (min-max,
+                                        ``per_query``; LERF relevancy against the canonical negatives,
+                                        ``per_query_lerf``; ``eval/segmentation.py``), plus the 2D
                                         teacher's own per-view argmax on the same views
+
+The ground truth is the scene's ``segmentations/`` unless ``--test.annotations`` names another folder of the
+same layout (e.g. corrected labels); ``--test.view-images`` maps annotation folders that are not named by their
+image's index to the image (``scene/annotations.py``). The negatives are embedded with the run's own text
+encoder; without it (weights gone) ``per_query_lerf`` is left out and the report says why.
 
 Two 2D teachers are scored on the same views, from the cached CLIP hierarchy at the test resolution
 (what the features say before any 3D lifting): ``teacher_2d``, argmax_c mean_s cos(f_hat_s, t_hat_c)
@@ -29,7 +36,7 @@ per-image min-max relevancies R of the RDA target and ``ovs3d relevancy``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -37,12 +44,15 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 
-from ovs3d.config import check_bounds
-from ovs3d.errors import InputError
+from ovs3d.config import check_bounds, from_plain
+from ovs3d.errors import InputError, WeightsUnavailableError
 from ovs3d.eval.report import write_report
-from ovs3d.eval.segmentation import ProtocolResult, evaluate_3dovs, evaluate_per_query
+from ovs3d.eval.segmentation import ProtocolResult, evaluate_3dovs, evaluate_per_query, evaluate_per_query_lerf
 from ovs3d.features.cache import FeatureMaps
-from ovs3d.features.relevancy import apply_ranges, cosine_maps, minmax_ranges
+from ovs3d.features.encoders import ClipConfig
+from ovs3d.features.registry import build_image_text_encoder
+from ovs3d.features.relevancy import (CANONICAL_NEGATIVES, NEGATIVE_TEMPERATURE, apply_ranges, cosine_maps,
+                                      minmax_ranges, negative_embeddings, pairwise_relevancy)
 from ovs3d.io.colormaps import legend, overlay
 from ovs3d.io.images import image_size, list_images, write_png
 from ovs3d.io.lock import folder_lock
@@ -51,10 +61,13 @@ from ovs3d.render.camera import render_camera
 from ovs3d.render.labels import LABEL_RULES, label_pixels
 from ovs3d.runs.load import load_run
 from ovs3d.runs.record import RunRecord
+from ovs3d.scene.annotations import CLASSES, Annotations, image_indices, load_annotations
 from ovs3d.scene.load import load_scene
+from ovs3d.scene.scene import Scene
 from ovs3d.scene.paths import video_path
 
 LabelRule = Literal["cosine", "relevancy"]
+GROUND_TRUTH = Path("segmentations")
 
 
 @dataclass
@@ -71,6 +84,12 @@ class TestConfig:
     scored either way."""
     chunk: int = 8192
     """Rays per rendering chunk."""
+    annotations: Path = GROUND_TRUTH
+    """Ground-truth folder, relative to the scene (or absolute): classes.txt and one folder of masks per annotated
+    view, as segmentations/ (e.g. segmentations_corrected for corrected labels)."""
+    view_images: dict[str, str] = field(default_factory=dict)
+    """Annotation folders not named by their image's index: folder name -> image file name without extension
+    (3D-OVS table: 30 IMG_20230412_214716)."""
 
     def check(self) -> None:
         """InputError naming the flag of the first field out of range."""
@@ -100,6 +119,40 @@ def scene_at_feature_resolution(record: RunRecord, scene_root: str | Path | None
     return load_scene(root, downsample=stored_w / record.width, load_annotations=annotations)
 
 
+def custom_ground_truth(config: TestConfig) -> bool:
+    """Whether the test reads its ground truth otherwise than the scene loader does (another folder, a mapping)."""
+    return config.annotations != GROUND_TRUTH or bool(config.view_images)
+
+
+def ground_truth(scene: Scene, config: TestConfig) -> Annotations | None:
+    """The ground truth the test stage scores, at the scene's working size: the loader's own (the scene loaded with
+    its annotations) unless ``custom_ground_truth``: then ``config.annotations`` with ``config.view_images``, whose
+    folder must have a class list."""
+    if not custom_ground_truth(config):
+        return scene.annotations
+    seg_dir = scene.root / config.annotations
+    index = image_indices(seg_dir, config.view_images, scene.image_paths)
+    ann = load_annotations(scene.root, scene.n_images, (scene.width, scene.height), image_size(scene.image_paths[0]),
+                           config.annotations, index)
+    if ann is None:
+        raise InputError(seg_dir / CLASSES, "the ground-truth folder given to the test has no class list",
+                         "pass a folder laid out as segmentations/ (classes.txt and one folder per view)")
+    return ann
+
+
+def lerf_negatives(record: RunRecord, device: torch.device | str) -> tuple[torch.Tensor | None, str | None]:
+    """([N, D] unit embeddings of the canonical negatives from the run's own text encoder, a note or None);
+    (None, why) when that encoder cannot be built."""
+    clip_config = record.inputs.get("clip_config")
+    if clip_config is None:
+        return None, "per_query_lerf not computed: the run does not record its text encoder"
+    try:
+        encoder = build_image_text_encoder(from_plain(ClipConfig, clip_config), torch.device(device))
+    except WeightsUnavailableError as exc:
+        return None, f"per_query_lerf not computed: the run's text encoder is unavailable ({exc})"
+    return negative_embeddings(encoder)
+
+
 @dataclass
 class TestOutputs:
     """What ``run_test`` produced: the output folder, the metrics dict and the file lists."""
@@ -124,21 +177,25 @@ def run_test(run_dir: str | Path, out: str | Path | None = None, scene_root: str
     text = model.class_text
     out = Path(out) if out is not None else run_dir / "test"
     with folder_lock(out, "ovs3d test"):
-        scene = scene_at_feature_resolution(record, scene_root)
+        scene = scene_at_feature_resolution(record, scene_root, annotations=not custom_ground_truth(config))
         root = scene.root
         classes = record.classes
-        ann = scene.annotations
+        ann = ground_truth(scene, config)
         if ann is not None and ann.classes != classes:
-            raise InputError(root / "segmentations" / "classes.txt", f"the annotated classes {ann.classes} differ from "
+            raise InputError(root / config.annotations / CLASSES, f"the annotated classes {ann.classes} differ from "
                              f"the classes the run was trained with {classes}",
                              "train with the scene's class list, or pass a scene whose masks match the run's classes")
         other = next(rule for rule in LABEL_RULES if rule != labels)
         views = ann.views if ann is not None else list(range(scene.n_images))
         cameras = scene.cameras.to(device)
-        label_maps, other_maps, cosines, overlays = [], [], [], []
+        negatives, negatives_note = lerf_negatives(record, device) if ann is not None else (None, None)
+        queries = text if negatives is None else torch.cat([text, negatives.to(text)])
+        label_maps, other_maps, cosines, lerf, overlays = [], [], [], [], []
         for view in views:
-            rendered = render_camera(model, cameras, view, record.step, ("cosines",), config.chunk, text)
-            cos = rendered["cosines"].cpu()
+            rendered = render_camera(model, cameras, view, record.step, ("cosines",), config.chunk, queries)
+            cos, neg = rendered["cosines"].cpu().split([len(classes), len(queries) - len(classes)])
+            if negatives is not None:
+                lerf.append(pairwise_relevancy(cos, neg).numpy())
             label = label_pixels(cos, labels).numpy()
             label_maps.append(label)
             other_maps.append(label_pixels(cos, other).numpy())
@@ -152,6 +209,8 @@ def run_test(run_dir: str | Path, out: str | Path | None = None, scene_root: str
         if ann is not None:
             protocols = [evaluate_3dovs(np.stack(label_maps), ann.labels, views, classes),
                          evaluate_per_query(np.stack(cosines), ann.labels, views, classes)]
+            if negatives is not None:
+                protocols.append(evaluate_per_query_lerf(np.stack(lerf), ann.labels, views, classes))
             reference[label_rule_key(other)] = evaluate_3dovs(np.stack(other_maps), ann.labels, views, classes)
             clip_cache = record.inputs.get("clip_cache")
             if clip_cache and Path(clip_cache).is_dir():
@@ -173,10 +232,12 @@ def run_test(run_dir: str | Path, out: str | Path | None = None, scene_root: str
             video = write_video(out / "segmentations_path" / "video.mp4", frames, fps=30)
         extra = {"run": str(run_dir.resolve()), "scene": str(Path(root).resolve()), "resolution": [scene.width, scene.height],
                  "views": views, "semantic_mode": record.semantic["mode"], "iteration": record.iteration,
-                 "label_rule": labels}
+                 "label_rule": labels, "ground_truth": str(config.annotations), "view_images": dict(config.view_images),
+                 "lerf_negatives": {"words": list(CANONICAL_NEGATIVES), "temperature": NEGATIVE_TEMPERATURE,
+                                    "computed": negatives is not None, "note": negatives_note}}
         rule = {"cosine": "argmax of cos(F, t_c), the paper's rule",
                 "relevancy": "argmax of cos(F, t_c) min-max normalised per class over the view"}[labels]
         metrics = write_report(out, classes, record.encoders, record.builtin_encoders, protocols, extra,
                                reference, notes=[f"labels: {labels} ({rule}); [{label_rule_key(other)}] below scores the "
-                                                 f"other rule"])
+                                                 f"other rule"] + ([f"note: {negatives_note}"] if negatives_note else []))
         return TestOutputs(out, metrics, overlays, video)

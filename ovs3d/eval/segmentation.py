@@ -7,9 +7,17 @@ NaN, as sklearn's ``jaccard_score`` does). Accuracy_k is *subset* accuracy: a pi
 when its one-hot prediction equals its GT row exactly, so pixels with zero or several GT labels are
 always wrong. Scene figures are means over views of mIoU_k = mean_c IoU_{k,c} and of Accuracy_k.
 
-Per-query protocol (LangSplat and later work): each class is queried on its own. Its relevancy map
-(cosine of the rendered feature with the class's text embedding) is min-max normalised over the
-pixels of the view and thresholded at ``threshold`` (0.5 by default): mask = relevancy_norm >= 0.5.
+Per-query protocol (LERF, LangSplat and later work): each class is queried on its own, its mask is its
+relevancy map thresholded, mask = relevancy >= ``threshold`` (0.5). Two relevancies:
+
+* ``per_query`` (min-max variant): the cosine of the rendered feature with the class's text embedding,
+  min-max normalised over the pixels of the view; a query always claims the view's most similar pixels;
+* ``per_query_lerf``: LERF's relevancy, min_j sigmoid(10 (s_q - s_j)) over the canonical negatives
+  "object", "things", "stuff", "texture" (``features.relevancy.pairwise_relevancy``), not normalised per
+  view: 0.5 is where the query stops beating the most similar negative, the decision point of the pairwise
+  softmax, so a mask may be empty. (LangSplat's own script instead min-max normalises this relevancy per
+  view and thresholds it at 0.4 after stretching it to [-1, 1]; that is not done here.)
+
 IoU is computed per (class, view) for the classes present in that view's ground truth (a query for
 an object that is not in the view has no defined mask to match and is skipped); the scene figure is
 the mean over all evaluated (class, view) pairs.
@@ -27,14 +35,14 @@ class ProtocolResult:
     """Scores of one protocol.
 
     Attributes:
-        name: ``3dovs`` or ``per_query``.
+        name: ``3dovs``, ``per_query`` (min-max relevancy) or ``per_query_lerf`` (LERF relevancy).
         classes: the C prompts.
         views: the annotated image indices.
         iou: [n_views][C] IoU per view and class (per_query: NaN where the pair was not evaluated).
         miou_per_view: [n_views] mean IoU of each view.
         accuracy_per_view: [n_views] subset accuracy (3dovs only; empty for per_query).
         miou: the scene mIoU; accuracy: the scene accuracy (NaN for per_query).
-        threshold: per_query only, the threshold on min-max-normalised relevancy.
+        threshold: per-query only, the threshold on the relevancy.
     """
 
     name: str
@@ -101,12 +109,27 @@ def minmax_normalise(maps: np.ndarray) -> np.ndarray:
 
 def evaluate_per_query(relevancy: np.ndarray, gt: np.ndarray, views: list[int], classes: list[str],
                        threshold: float = 0.5) -> ProtocolResult:
-    """The per-query protocol. relevancy [V, C, H, W] raw scores (e.g. cosines); gt [V, H, W, C]."""
+    """The per-query protocol, min-max variant. relevancy [V, C, H, W] raw scores (e.g. cosines); gt [V, H, W, C]."""
     if relevancy.ndim != 4:
         raise ValueError(f"relevancy must be [V, C, H, W], got {relevancy.shape}")
-    _check((relevancy.shape[0],) + relevancy.shape[2:], gt, views, classes)
-    masks = minmax_normalise(relevancy.astype(np.float64)) >= threshold  # [V, C, H, W]
-    n_views, n_classes = relevancy.shape[:2]
+    return query_masks_protocol("per_query", minmax_normalise(relevancy.astype(np.float64)) >= threshold, gt, views,
+                                classes, threshold)
+
+
+def evaluate_per_query_lerf(relevancy: np.ndarray, gt: np.ndarray, views: list[int], classes: list[str],
+                            threshold: float = 0.5) -> ProtocolResult:
+    """The per-query protocol, LERF variant. relevancy [V, C, H, W] LERF relevancies in [0, 1]; gt [V, H, W, C]."""
+    if relevancy.ndim != 4:
+        raise ValueError(f"relevancy must be [V, C, H, W], got {relevancy.shape}")
+    return query_masks_protocol("per_query_lerf", relevancy >= threshold, gt, views, classes, threshold)
+
+
+def query_masks_protocol(name: str, masks: np.ndarray, gt: np.ndarray, views: list[int], classes: list[str],
+                         threshold: float) -> ProtocolResult:
+    """IoU of each query's mask [V, C, H, W] (bool) with the class's GT, for the (view, class) pairs present in
+    gt [V, H, W, C]; the scene figure is the mean over those pairs."""
+    _check((masks.shape[0],) + masks.shape[2:], gt, views, classes)
+    n_views, n_classes = masks.shape[:2]
     iou = np.full((n_views, n_classes), np.nan)
     for v in range(n_views):
         for c in range(n_classes):
@@ -116,5 +139,4 @@ def evaluate_per_query(relevancy: np.ndarray, gt: np.ndarray, views: list[int], 
                 iou[v, c] = np.logical_and(masks[v, c], truth).sum() / union
     miou_view = [float(np.nanmean(row)) if np.isfinite(row).any() else float("nan") for row in iou]
     miou = float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
-    return ProtocolResult("per_query", list(classes), list(views), iou.tolist(), miou_view, [], miou,
-                          float("nan"), threshold)
+    return ProtocolResult(name, list(classes), list(views), iou.tolist(), miou_view, [], miou, float("nan"), threshold)

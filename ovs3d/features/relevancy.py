@@ -4,13 +4,24 @@ Prompts are used verbatim (no template). With t_c the L2-normalised text embeddi
 f_s(x) the L2-normalised CLIP feature of pixel x at scale s:
   r[s, c, x] = <t_c, f_s(x)>                       (cosine, in [-1, 1])
   R[s, c, x] = (r - min_x r) / (max_x r - min_x r)  (min-max per (scale, class) over the image, in [0, 1]).
+
+LERF's relevancy of a query q against the canonical negatives n_j ("object", "things", "stuff", "texture"), with
+s_q = cos(F, t_q) and s_j = cos(F, t_nj) of a pixel feature F:
+  rel_q(x) = min_j exp(tau s_q) / (exp(tau s_q) + exp(tau s_j)) = min_j sigmoid(tau (s_q - s_j)),  in [0, 1],
+0.5 = no preference over the most similar negative. tau = 10, as LERF's code (``softmax(10 * sims)``); the
+paper's formula writes no temperature (tau = 1), which squeezes every relevancy towards 0.5.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from ovs3d.features.encoders import ImageTextEncoder
+
+CANONICAL_NEGATIVES = ("object", "things", "stuff", "texture")
+NEGATIVE_TEMPERATURE = 10.0
 
 
 def text_embeddings(encoder: ImageTextEncoder, prompts: list[str]) -> torch.Tensor:
@@ -53,3 +64,24 @@ def label_map(features: torch.Tensor, text: torch.Tensor, size: tuple[int, int] 
         scores = torch.nn.functional.interpolate(scores[None], size=(size[1], size[0]), mode="bilinear",
                                                  align_corners=False)[0]
     return scores.argmax(0)
+
+
+def negative_embeddings(encoder: ImageTextEncoder) -> tuple[torch.Tensor, str | None]:
+    """([N, D] unit embeddings of ``CANONICAL_NEGATIVES``, a note or None). The built-in colour-word encoder
+    knows none of these words: it gives each its uniform colour vector (its warning is not repeated here) and
+    the note says so; the relevancy is then the query against "no colour preference"."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        text = text_embeddings(encoder, list(CANONICAL_NEGATIVES))
+    unknown = list(getattr(encoder, "unknown_prompts", []))
+    note = (f"canonical negatives {unknown} embedded by the built-in encoder {encoder.name} (not CLIP), which knows "
+            "no such word: each is its uniform colour vector") if unknown else None
+    return text, note
+
+
+def pairwise_relevancy(query: torch.Tensor, negatives: torch.Tensor,
+                       temperature: float = NEGATIVE_TEMPERATURE) -> torch.Tensor:
+    """LERF relevancy min_j sigmoid(tau (s_q - s_j)) of query cosines [Q, ...] against negative cosines
+    [N, ...] (same trailing shape) -> [Q, ...] in [0, 1]."""
+    diff = query.float()[:, None] - negatives.float()[None]          # [Q, N, ...]
+    return torch.sigmoid(temperature * diff).amin(1)

@@ -22,6 +22,11 @@ How a prompt finds its mask (class names are data, never paths):
 - Manifest file names must be plain names (not empty, no ``/``, ``\\`` or NUL, not ``.`` or ``..``, at
   most 255 bytes), and every manifest key must be a prompt of ``classes.txt``.
 
+An annotation folder not named by its image's index (a dataset quirk, e.g. 3D-OVS ``table``'s folder ``30``
+annotating ``IMG_20230412_214716``) is given by a mapping folder name -> image file stem (``image_indices``);
+the ground truth may also live in another folder than ``segmentations/`` (e.g. corrected labels) of the same
+layout (``load_annotations(folder=...)``).
+
 Class order: we keep the order of ``classes.txt``. The authors sort it case-sensitively; the order
 changes only the colours and indices, never a metric.
 """
@@ -33,6 +38,7 @@ import os
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -229,18 +235,39 @@ def inside(path: Path, folder: Path) -> bool:
     return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
 
 
-def annotated_views(seg_dir: Path, n_images: int) -> list[tuple[int, Path]]:
-    """(image index, folder) for each annotated view, sorted by index; names must be integers < n_images,
-    one folder per index. Hidden folders (name starting with '.') are ignored."""
+def image_indices(seg_dir: Path, view_images: Mapping[str, str], image_paths: Sequence[Path]) -> dict[str, int]:
+    """Annotation folder name -> image index for the folders of ``view_images`` (folder -> image file stem), the
+    index being that image's position in ``image_paths``; InputError naming the folder when no image has the stem."""
+    stems = {Path(p).stem: i for i, p in enumerate(image_paths)}
+    out = {}
+    for folder, stem in view_images.items():
+        if stem not in stems:
+            raise InputError(seg_dir / folder, f"this annotation folder is said to annotate the image '{stem}', which is "
+                             "not among the scene's images", "check the folder -> image mapping (image file name "
+                             "without its extension)")
+        out[folder] = stems[stem]
+    return out
+
+
+def annotated_views(seg_dir: Path, n_images: int, folder_index: Mapping[str, int] | None = None) -> list[tuple[int, Path]]:
+    """(image index, folder) for each annotated view, sorted by index; names must be integers < n_images
+    unless ``folder_index`` maps the name to its index; one folder per index. Hidden folders (name starting
+    with '.') are ignored."""
+    folder_index = dict(folder_index or {})
+    for name in folder_index:
+        if not (seg_dir / name).is_dir():
+            raise InputError(seg_dir / name, "the annotation folder mapped to an image does not exist",
+                             "check the folder -> image mapping against the folders of this directory")
     views: dict[int, Path] = {}
     for folder in sorted(p for p in seg_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not (folder.name.isascii() and folder.name.isdigit()):
+        mapped = folder.name in folder_index
+        if not mapped and not (folder.name.isascii() and folder.name.isdigit()):
             raise InputError(folder, "an annotation folder name is not an image index",
                              "name each annotated view's folder by its image index in sorted order, e.g. '04'")
         if not inside(folder, seg_dir):
             raise InputError(folder, "the annotation folder is a link to a place outside segmentations/",
                              "copy the view's masks into a real folder here")
-        index = int(folder.name)
+        index = folder_index[folder.name] if mapped else int(folder.name)
         if not 0 <= index < n_images:
             raise InputError(folder, f"image index {index} is out of range (the scene has {n_images} images)",
                              "name the folder by the index of its image in sorted order")
@@ -288,26 +315,18 @@ def read_mask(path: Path, size: tuple[int, int], source_size: tuple[int, int]) -
     return (np.asarray(gray) == 255).astype(np.uint8)
 
 
-def load_annotations(scene_root: str | Path, n_images: int, size: tuple[int, int],
-                     source_size: tuple[int, int]) -> Annotations | None:
-    """Read ``segmentations/`` of a scene; None when the scene has no ``classes.txt``.
-
-    Args:
-        n_images: number of images (bounds the view indices).
-        size: working (W, H); source_size: the stored images' (W, H).
-    """
-    seg_dir = Path(scene_root) / "segmentations"
+def locate_masks(seg_dir: Path, n_images: int, folder_index: Mapping[str, int] | None = None
+                 ) -> tuple[list[str], list[int], list[list[Path]]] | None:
+    """(classes, view indices, mask file [view][class]) of an annotation folder, every file found and checked
+    but none decoded (fail fast); None when it has no ``classes.txt``."""
     if not (seg_dir / CLASSES).is_file():
         return None
     classes = read_classes(seg_dir / CLASSES)
-    views = annotated_views(seg_dir, n_images)
-    width, height = size
-    labels = np.zeros((len(views), height, width, len(classes)), dtype=np.uint8)
+    views = annotated_views(seg_dir, n_images, folder_index)
     if not views:
         read_manifest(seg_dir, classes)
-        return Annotations(classes=classes, views=[], labels=labels)
+        return classes, [], []
     names = mask_names(seg_dir, classes)
-    # Find every mask before decoding any of them (fail fast on a missing file).
     masks = []
     for _, folder in views:
         try:
@@ -316,7 +335,27 @@ def load_annotations(scene_root: str | Path, n_images: int, size: tuple[int, int
             raise InputError(folder, f"cannot list the annotation folder ({exc.strerror or exc})",
                              "make the folder readable") from exc
         masks.append([find_mask(folder, entries, name, prompt, seg_dir) for name, prompt in zip(names, classes)])
+    return classes, [index for index, _ in views], masks
+
+
+def load_annotations(scene_root: str | Path, n_images: int, size: tuple[int, int], source_size: tuple[int, int],
+                     folder: str | Path = "segmentations", folder_index: Mapping[str, int] | None = None
+                     ) -> Annotations | None:
+    """Read the ground truth ``<scene_root>/<folder>``; None when it has no ``classes.txt``.
+
+    Args:
+        n_images: number of images (bounds the view indices).
+        size: working (W, H); source_size: the stored images' (W, H).
+        folder: the annotation folder, relative to the scene (or absolute).
+        folder_index: annotation folders not named by their image index -> index (``image_indices``).
+    """
+    located = locate_masks(Path(scene_root) / folder, n_images, folder_index)
+    if located is None:
+        return None
+    classes, views, masks = located
+    width, height = size
+    labels = np.zeros((len(views), height, width, len(classes)), dtype=np.uint8)
     for v, paths in enumerate(masks):
         for c, path in enumerate(paths):
             labels[v, :, :, c] = read_mask(path, size, source_size)
-    return Annotations(classes=classes, views=[index for index, _ in views], labels=labels)
+    return Annotations(classes=classes, views=views, labels=labels)

@@ -24,7 +24,7 @@ Relevancy (for query q with unit embedding t_q, pixel feature F):
   * plain: cos(F, t_q) min-max normalised over the frame (as ``ovs3d query``);
   * with the canonical negatives n_i ("object", "things", "stuff", "texture", LERF's):
     min_i exp(10 cos(F, t_q)) / (exp(10 cos(F, t_q)) + exp(10 cos(F, t_ni))), in [0, 1], 0.5 = no
-    preference over the most similar negative.
+    preference over the most similar negative (``features.relevancy.pairwise_relevancy``, as ``ovs3d test``).
 Pixels at or above the threshold are heat-coloured over the RGB, the rest shown dimmed.
 """
 
@@ -43,7 +43,7 @@ from ovs3d.errors import WeightsUnavailableError
 from ovs3d.eval.segment_eval import scene_at_feature_resolution
 from ovs3d.features.encoders import ClipConfig
 from ovs3d.features.registry import build_image_text_encoder
-from ovs3d.features.relevancy import text_embeddings
+from ovs3d.features.relevancy import negative_embeddings, pairwise_relevancy, text_embeddings
 from ovs3d.field.base import SemanticModel
 from ovs3d.field.shading import resolve_precision
 from ovs3d.io.colormaps import class_colors, heatmap, label_boundaries
@@ -54,8 +54,6 @@ from ovs3d.viewer.camera import ViewCamera, strip_camera, viewer_space
 
 MODES = ("rgb", "depth", "labels", "relevancy", "selection")
 SEMANTIC_MODES = ("labels", "relevancy", "selection")
-CANONICAL_NEGATIVES = ("object", "things", "stuff", "texture")
-NEGATIVE_TEMPERATURE = 10.0
 VIEW_WEIGHT_THRESHOLD = 1e-3
 
 
@@ -124,6 +122,7 @@ class ViewRenderer:
         self.class_text = model.class_text.float() if self.semantic else None
         self.basis = feature_basis(model) if self.semantic else None
         self._text_cache: dict[str, torch.Tensor] = {}
+        self._negatives: torch.Tensor | None = None
 
     @classmethod
     def from_run(cls, run: str | Path, device: torch.device | str = "cpu", precision: str = "auto",
@@ -198,6 +197,14 @@ class ViewRenderer:
                 self._text_cache[t] = e
         return torch.stack([self._text_cache[t] for t in texts])
 
+    def negatives(self) -> torch.Tensor:
+        """[N, D] unit embeddings of the canonical negatives (encoded once)."""
+        if self.encoder is None:
+            raise RuntimeError(self.encoder_error or "this run has no text encoder (a stage-1 run)")
+        if self._negatives is None:
+            self._negatives = negative_embeddings(self.encoder)[0].to(self.device)
+        return self._negatives
+
 
 class Colorizer:
     """Frame + settings -> the uint8 image shown; the relevancy maps of the last queries are kept, so moving
@@ -248,7 +255,7 @@ class Colorizer:
         key = (id(frame), frame.key, frame.width, settings.queries, settings.negatives)
         if key != self._relevancy_key:
             self._relevancy = query_relevancy(frame.features, self.renderer.text(settings.queries),
-                                              self.renderer.text(CANONICAL_NEGATIVES) if settings.negatives else None,
+                                              self.renderer.negatives() if settings.negatives else None,
                                               frame.coords, self.renderer.basis)
             self._relevancy_key = key
         return self._relevancy
@@ -280,13 +287,13 @@ def query_relevancy(features: torch.Tensor, text: torch.Tensor, negatives: torch
     else:
         flat = features.reshape(-1, d)
         cos = flat @ rows.to(flat).t()
+    cos = cos.t()                                                    # [Q (+ N), H W]
     if negatives is None:
-        lo, hi = cos.amin(0), cos.amax(0)
+        lo, hi = cos.amin(1, keepdim=True), cos.amax(1, keepdim=True)
         rel = (cos - lo) / (hi - lo).clamp(min=1e-12)
     else:
-        pos, neg = cos[:, :q, None], cos[:, None, q:]               # [P, Q, 1], [P, 1, N]
-        rel = torch.sigmoid(NEGATIVE_TEMPERATURE * (pos - neg)).amin(-1)
-    return rel.t().reshape(q, h, w).float().cpu().numpy()
+        rel = pairwise_relevancy(cos[:q], cos[q:])
+    return rel.reshape(q, h, w).float().cpu().numpy()
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
