@@ -74,7 +74,7 @@ def negative_embeddings(encoder: ImageTextEncoder) -> tuple[torch.Tensor, str | 
         warnings.simplefilter("ignore")
         text = text_embeddings(encoder, list(CANONICAL_NEGATIVES))
     unknown = list(getattr(encoder, "unknown_prompts", []))
-    note = (f"canonical negatives {unknown} embedded by the built-in encoder {encoder.name} (not CLIP), which knows "
+    note = (f"canonical negatives {unknown} embedded by the built-in encoder {encoder.name}, which knows "
             "no such word: each is its uniform colour vector") if unknown else None
     return text, note
 
