@@ -5,10 +5,12 @@ colour-word CLIP slot), the ``cpu`` preset's stage 2 (improved mode, 600 iterati
 times on the same stage 1 and caches:
 - ``off``: FDA off (dino_pos_weight = dino_neg_weight = 0);
 - ``exact``: FDA with the paper's weights (200 / 0.2, shift 0.7) and an affinity source that is right by
-  construction: per 8x8 cell, the fractions of its pixels on each scene primitive (the exact object
-  identity, from the scene's geometry), plus Gaussian noise of std ``--noise`` per entry, L2-normalised.
-  Two cells of one object have cosine near 1 (D = +0.3), of two objects near 0 (D = -0.7). It is
-  labelled ``exact object identity + noise (NOT DINO; test only)`` and never used outside this bench;
+  construction: per token, the one-hot of the scene primitive its ray hits (the ray through the centre
+  of its 8x8 block, which is the ray FDA renders for it; exact object identity from the scene's
+  geometry), plus Gaussian noise of std ``--noise`` per entry, L2-normalised. Two tokens on one object
+  have cosine near 1 (D = +0.3), on two objects near 0 (D = -0.7). (Per-block pixel fractions instead
+  mislabel the boundary tokens whose centre ray hits the minority object.) It is labelled
+  ``exact object identity + noise (NOT DINO; test only)`` and never used outside this bench;
 - ``builtin``: FDA with the paper's weights and the built-in colour-texture DINO slot (what ``ovs3d run``
   uses offline).
 Each is tested (``ovs3d test``, both label rules) and scored on the annotated views by the 3D-OVS mIoU
@@ -16,17 +18,19 @@ and by the boundary-band IoU: IoU per class restricted to the band B of pixels w
 (Chebyshev) of a ground-truth label change, |P_c & G_c & B| / |(P_c | G_c) & B|, averaged over the
 classes present in the band and then over views. The affinity quality of each source is reported too:
 over pairs of cells of one view, the share of the positive FDA weight sum D+ that falls on pairs whose
-pixels share a primitive with probability below 1/2 (wrong pulls).
+rays hit different primitives (wrong pulls).
 
 Acceptance (issue #17): with the exact affinities, band IoU higher with FDA than without on >= 3 seeds.
 
-Run: ``python -m bench.fda [--seeds 0 1 2] [--band 2] [--noise 0.1] [--work /tmp/ovs3d-bench-fda]``
+Run: ``python -m bench.fda [--seeds 0 1 2] [--band 2] [--noise 0.1] [--work /tmp/ovs3d-bench-fda]`` (an arm
+whose test is complete in ``--work`` is rescored, not retrained; delete its folder to retrain it).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -41,16 +45,21 @@ EXACT_NAME = "exact object identity + noise (NOT DINO; test only)"
 RULES = ("relevancy", "cosine")
 
 
-def primitive_cells(scene: Path, view: int, stride: int = 8) -> torch.Tensor:
-    """[K, h, w] fractions of each stride x stride cell's pixel-centre rays on each of the K primitives."""
-    from ovs3d.scene.synthetic import read_scene_json, render_view
+def token_primitives(scene: Path, view: int, stride: int = 8) -> torch.Tensor:
+    """[K, h, w] one-hot of the primitive hit by each DINO token's ray (through the exact centre
+    (stride k + stride / 2) of its stride x stride block: the ray FDA renders for that token)."""
+    from ovs3d.scene.raytrace import first_hits
+    from ovs3d.scene.synthetic import pixel_rays, read_scene_json
 
     meta = read_scene_json(scene)
     cfg = meta["config"]
-    _, _, index = render_view(meta["primitives"], np.array(meta["cameras_c2w"][view]), meta["focal"],
-                              cfg["width"], cfg["height"], 1)
-    onehot = F.one_hot(torch.from_numpy(index).long(), len(meta["primitives"])).permute(2, 0, 1).float()
-    return F.avg_pool2d(onehot[None], stride)[0]
+    first = stride // 2 - 1  # pixel stride k + stride / 2 - 1, its ray shifted by +0.5 px: the block centre
+    o, d = pixel_rays(np.array(meta["cameras_c2w"][view]), meta["focal"], cfg["width"], cfg["height"], 0.5, 0.5)
+    index, _ = first_hits(meta["primitives"], o, d)
+    index = index.reshape(cfg["height"], cfg["width"])[first::stride, first::stride]
+    h, w = cfg["height"] // stride, cfg["width"] // stride
+    onehot = F.one_hot(torch.from_numpy(index[:h, :w]).long(), len(meta["primitives"]))
+    return onehot.permute(2, 0, 1).float()
 
 
 def exact_dino_cache(scene: Path, folder: Path, noise: float, seed: int) -> Path:
@@ -63,12 +72,13 @@ def exact_dino_cache(scene: Path, folder: Path, noise: float, seed: int) -> Path
     cfg = read_scene_json(scene)["config"]
     k = len(read_scene_json(scene)["primitives"])
     w8, h8 = cfg["width"] // 8 * 8, cfg["height"] // 8 * 8
-    meta = {"key": {"format": "dino-map", "input_size": [w8, h8], "dino": "exact", "noise": noise, "seed": seed},
+    meta = {"key": {"format": "dino-map", "input_size": [w8, h8], "dino": "exact", "identity": "token-centre ray",
+                    "noise": noise, "seed": seed},
             "images": image_records(paths), "encoder": EXACT_NAME, "stride": 8, "shape": [k, h8 // 8, w8 // 8],
             "dtype": "float16"}
 
     def compute(index: int) -> np.ndarray:
-        cells = primitive_cells(scene, index)
+        cells = token_primitives(scene, index)
         gen = torch.Generator().manual_seed(seed * 1000 + index)
         return F.normalize(cells + noise * torch.randn(cells.shape, generator=gen), dim=0).numpy()
 
@@ -76,8 +86,8 @@ def exact_dino_cache(scene: Path, folder: Path, noise: float, seed: int) -> Path
 
 
 def wrong_pull_share(scene: Path, dino_folder: Path, shift: float = 0.7) -> float:
-    """Share of sum D+ (D = cos - shift over pairs of cells of one view) on pairs whose pixels share a
-    primitive with probability < 1/2, averaged over views."""
+    """Share of sum D+ (D = cos - shift over pairs of tokens of one view) on pairs whose rays hit
+    different primitives, averaged over views."""
     from ovs3d.features.cache import FeatureMaps
     from ovs3d.features.extract import scene_images
 
@@ -85,9 +95,9 @@ def wrong_pull_share(scene: Path, dino_folder: Path, shift: float = 0.7) -> floa
     shares = []
     for view in range(len(scene_images(scene))):
         feats = F.normalize(maps.dense(view).float().flatten(1).T, dim=1)
-        cells = primitive_cells(scene, view).flatten(1).T
+        hits = token_primitives(scene, view).flatten(1).T
         positive = (feats @ feats.T - shift).clamp(min=0)
-        shares.append(float((positive * ((cells @ cells.T) < 0.5)).sum() / positive.sum().clamp(min=1e-12)))
+        shares.append(float((positive * (hits @ hits.T == 0)).sum() / positive.sum().clamp(min=1e-12)))
     return round(float(np.mean(shares)), 4)
 
 
@@ -153,13 +163,14 @@ def seed_arm(seed: int, work: Path, radius: int, noise: float) -> dict:
     for arm, (config, dino_folder) in arms.items():
         out = folder / arm
         tick = time.perf_counter()
-        segment_stage(stage1, out / "segment", config, extract, scene_root=scene, device="cpu", progress=False,
-                      dino_folder=dino_folder)
+        if not (out / "test" / "metrics.json").is_file():
+            segment_stage(stage1, out / "segment", config, extract, scene_root=scene, device="cpu", progress=False,
+                          dino_folder=dino_folder)
+            run_test(out / "segment", out / "test", scene, TestConfig(video_frames=0, labels="relevancy"), device="cpu")
         seconds = time.perf_counter() - tick
-        metrics = run_test(out / "segment", out / "test", scene, TestConfig(video_frames=0, labels="relevancy"),
-                           device="cpu").metrics
+        metrics = json.loads((out / "test" / "metrics.json").read_text())
         maps, gt = label_maps(out / "segment", scene)
-        row[arm] = {"seconds": round(seconds, 1), "dino": metrics.get("encoders", {}).get("dino"), **rule_scores(metrics),
+        row[arm] = {"seconds_this_run": round(seconds, 1), "dino": metrics.get("encoders", {}).get("dino"), **rule_scores(metrics),
                     **{f"band_iou_{rule}": band_iou(maps[rule], gt, radius) for rule in RULES}}
         print(f"bench fda: seed {seed} {arm}: {row[arm]}", flush=True)
     row["exact_fda_sharpens_band"] = {rule: row["exact"][f"band_iou_{rule}"] > row["off"][f"band_iou_{rule}"]

@@ -79,6 +79,16 @@ def test_color_texture_extractor_shape_and_affinity():
         ext.extract(torch.zeros(1, 3, 12, 16))
 
 
+def test_color_texture_token_describes_its_block_centre():
+    """A block whose centre lies on a small red patch is red, though most of its pixels are blue."""
+    ext = ColorTextureExtractor()
+    image = torch.tensor([0.15, 0.3, 0.85]).view(1, 3, 1, 1).repeat(1, 1, 16, 16)
+    image[..., 2:7, 2:7] = torch.tensor([0.85, 0.1, 0.1]).view(3, 1, 1)  # 25 of block (0, 0)'s 64 pixels
+    f = torch.nn.functional.normalize(ext.extract(image)[0].flatten(1), dim=0)  # [D, 4]
+    assert f[:, 0] @ f[:, 3] < 0.2  # the red-centred block against a plain blue one
+    assert f[:, 1] @ f[:, 3] > 0.99
+
+
 def test_relevancy_is_minmax_per_scale_and_class():
     gen = torch.Generator().manual_seed(0)
     feats = torch.nn.functional.normalize(torch.randn(3, 8, 5, 6, generator=gen), dim=1)
