@@ -11,7 +11,7 @@ times on the same stage 1 and caches:
   have cosine near 1 (D = +0.3), on two objects near 0 (D = -0.7). (Per-block pixel fractions instead
   mislabel the boundary tokens whose centre ray hits the minority object.) It is labelled
   ``exact object identity + noise (NOT DINO; test only)`` and never used outside this bench;
-- ``builtin``: FDA with the paper's weights and the built-in colour-texture DINO slot (what ``ovs3d run``
+- ``builtin``: FDA with the paper's weights and the built-in colour-kernel DINO slot (what ``ovs3d run``
   uses offline).
 Each is tested (``ovs3d test``, both label rules) and scored on the annotated views by the 3D-OVS mIoU
 and by the boundary-band IoU: IoU per class restricted to the band B of pixels within ``--band`` px
