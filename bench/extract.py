@@ -7,7 +7,8 @@ All in one run, each against a baseline measured in the same run:
    here) picks for that path; the paths alternate over ``--rounds`` rounds and the fastest round counts
    (the machine is shared). Against the authors' way: one PIL crop at a time (PIL bicubic short-side
    resize to 224, centre crop, normalise, batch of 1, fp32) on ``--single`` crops. Seconds per crop
-   are compared with the authors' 0.32 s (baseline.md) and the 0.08 s target. A whole-scene time is
+   are compared with the authors' 0.32 s (baseline.md) and the 0.08 s target, and with the bound the
+   cores set: the ViT-B/16 FLOPs per crop over the measured rate of its largest matrix product. A whole-scene time is
    EXTRAPOLATED from the measured rate and labelled as such (3453 crops per 504 x 378 image).
 2. Precision guard of every path against fp32, on the real architectures with random weights (CLIP
    ViT-B/16 on the crops above; DINO ViT-B/8 on image 0 at half the feature resolution): cosine of the
@@ -176,7 +177,38 @@ def clip_throughput(weights: Path, image: torch.Tensor, pil: Image.Image, n_crop
         "default_path_meets_target": fastest_default <= TARGET_SECONDS_PER_CROP,
         "default_path_guard_passes": default == "fp32" or paths[default]["guard_vs_fp32"]["passes"],
         "embedding_shape_ok": list(embeddings["fp32"].shape) == [n_crops, 512],
+        "hardware_bound": hardware_bound(batches["bf16"]),
     }
+
+
+def vit_b16_flops_per_crop(tokens: int = 197, width: int = 768, depth: int = 12, mlp: int = 3072) -> float:
+    """Multiply-add FLOPs (2 per MAC) of one ViT-B/16 forward at 224 px: per layer and token the
+    qkv, output and two MLP products (4 w^2 + 2 w m MACs), plus attention scores and values
+    (2 T w MACs per token), plus the 16x16x3 -> w patch embedding; layer norms and softmax ignored."""
+    per_layer = tokens * (4 * width * width + 2 * width * mlp) + 2 * tokens * tokens * width
+    return 2.0 * (depth * per_layer + (tokens - 1) * 3 * 16 * 16 * width)
+
+
+def gemm_rate(dtype: torch.dtype, batch: int, repeats: int = 5) -> float:
+    """Best measured GFLOP/s of the ViT's largest product, [batch * 197, 768] x [3072, 768]^T, with both
+    operands already in ``dtype``: the ceiling any ViT path of that precision can reach on these cores."""
+    a, b = torch.randn(batch * 197, 768, dtype=dtype), torch.randn(3072, 768, dtype=dtype)
+    best = float("inf")
+    for _ in range(repeats):
+        with timer() as t:
+            F.linear(a, b)
+        best = min(best, t["s"])
+    return 2.0 * a.shape[0] * 768 * 3072 / best / 1e9
+
+
+def hardware_bound(batch: int) -> dict:
+    """Lower bound on seconds per crop: ViT-B/16 FLOPs over the measured GEMM rate of each precision."""
+    flops = vit_b16_flops_per_crop()
+    out = {"vit_b16_gflop_per_crop": round(flops / 1e9, 2), "gemm_shape": [batch * 197, 768, 3072]}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        rate = gemm_rate(dtype, batch)
+        out[name] = {"gemm_gflops": round(rate, 1), "min_seconds_per_crop": round(flops / 1e9 / rate, 4)}
+    return out
 
 
 def dino_guard(weights: Path, image: torch.Tensor, rounds: int) -> dict:

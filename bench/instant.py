@@ -74,16 +74,16 @@ def arms(stage2, folder: Path, scene: Path) -> dict:
                         "refined_at_least_trained": all(refined[r] >= trained[r] for r in ("relevancy", "cosine"))}}
 
 
-def demo_arm(seed: int, work: Path) -> dict:
-    """The demo scene of ``seed``, its stage 1 (the demo's settings) and the three stage 2."""
+def demo_stage1(seed: int, folder: Path) -> tuple[Path, Path, object, float]:
+    """``folder/scene`` (the demo scene of ``seed``), its built-in feature caches and ``folder/reconstruct``
+    (stage 1 at the demo's settings), made unless complete; returns (scene, stage 1, the built-in
+    ExtractConfig, seconds spent here)."""
     from ovs3d.demo import demo_pipeline_config
     from ovs3d.features.encoders import ClipConfig, DinoConfig
     from ovs3d.features.extract import ExtractConfig, extract_features
-    from ovs3d.pipeline import segment_stage
     from ovs3d.scene.synthetic import make_synthetic_scene
     from ovs3d.train.reconstruct import reconstruct
 
-    folder = work / f"demo-seed{seed}"
     scene, stage1 = folder / "scene", folder / "reconstruct"
     extract = ExtractConfig(clip=ClipConfig(kind="builtin"), dino=DinoConfig(kind="builtin"))
     tick = time.perf_counter()
@@ -92,7 +92,15 @@ def demo_arm(seed: int, work: Path) -> dict:
         make_synthetic_scene(scene, seed=seed)
         extract_features(scene, extract, log=lambda _line: None, device="cpu")
         reconstruct(scene, stage1, demo_pipeline_config(extract).reconstruct, device="cpu", log=lambda _line: None)
-    stage1_seconds = time.perf_counter() - tick
+    return scene, stage1, extract, time.perf_counter() - tick
+
+
+def demo_arm(seed: int, work: Path) -> dict:
+    """The demo scene of ``seed``, its stage 1 (the demo's settings) and the three stage 2."""
+    from ovs3d.pipeline import segment_stage
+
+    scene, stage1, extract, stage1_seconds = demo_stage1(seed, work / f"demo-seed{seed}")
+    folder = work / f"demo-seed{seed}"
 
     def stage2(config, out):
         return segment_stage(stage1, out, config, extract, scene_root=scene, device="cpu", progress=False)

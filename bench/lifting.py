@@ -3,7 +3,7 @@
 The teacher (``bench/degraded_teacher.py``) is made from the ground-truth masks of the classes
 ``statue`` and ``background`` (= not statue): blurred to CLIP-patch scale on every view, plus a
 view-dependent error (a rectangle with swapped classes) on every ``--corrupt-every``-th view. The DINO
-slot uses the built-in colour-texture extractor. Stage 1 is the ``cpu`` preset on the real images,
+slot uses the built-in colour-kernel extractor. Stage 1 is the ``cpu`` preset on the real images,
 stage 2 the chosen preset; then ``ovs3d test`` scores our 3D labels and the teacher's own per-view
 argmax on the same views (3D-OVS protocol). This measures what the 3D method adds on real geometry
 without CLIP weights. A complete stage-1 run in ``--work`` is reused; stage 2 always starts afresh.
@@ -70,13 +70,13 @@ def teacher_cache(scene_root: Path, folder: Path, labels: np.ndarray, corrupted:
 
 
 def builtin_dino_cache(scene_root: Path, folder: Path, size: tuple[int, int]) -> Path:
-    """The built-in colour-texture maps of every image at ``size`` floored to multiples of 8."""
-    from ovs3d.features.builtin import ColorTextureExtractor
+    """The built-in colour-kernel maps of every image at ``size`` floored to multiples of 8."""
+    from ovs3d.features.builtin import ColorKernelExtractor
     from ovs3d.features.cache import fill_cache, image_records
     from ovs3d.features.extract import load_image, normalize, scene_images
 
     paths = scene_images(scene_root)
-    extractor = ColorTextureExtractor()
+    extractor = ColorKernelExtractor()
     w8, h8 = size[0] // 8 * 8, size[1] // 8 * 8
     meta = {"key": {"format": "dino-map", "input_size": [w8, h8], "dino": "builtin"}, "images": image_records(paths),
             "encoder": extractor.name, "stride": 8, "shape": [extractor.feature_dim, h8 // 8, w8 // 8],

@@ -67,11 +67,16 @@ def extract_rows(r: dict) -> list[Row]:
         return f"cosine >= {g['cosine_min']:.5f}, argmax {100 * agreement:.1f} %"
 
     guards = "; ".join(f"{p}: CLIP {worst(paths[p])}, DINO {worst(d[p])}" for p in paths if p != "fp32")
+    simd = "/".join(r["machine"].get("cpu_simd", [])) or "?"
+    bound = t.get("hardware_bound")
+    bound_text = ("; bound by the cores' measured GEMM rate: " + ", ".join(
+        f"{p} >= {bound[p]['min_seconds_per_crop']:.2f} s ({bound[p]['gemm_gflops']:.0f} GFLOP/s)" for p in ("fp32", "bf16"))
+        if bound else "")
     return [("CLIP hierarchy extraction (random ViT-B/16), seconds per crop",
-             f"{speeds}; default here {default} (1-min load average {r['load_average_1min_at_start']:.1f} on "
-             f"{r['machine']['cpu_cores']} cores: compare within the row)",
+             f"{speeds}; default here {default} ({simd}; 1-min load average {r['load_average_1min_at_start']:.1f} on "
+             f"{r['machine']['cpu_cores']} cores: compare within the row){bound_text}",
              f"one crop at a time {t['one_crop_at_a_time_pil_fp32']['seconds_per_crop']:.2f} s; authors 0.32 s; "
-             f"target 0.08 s", "extract"),
+             f"target 0.08 s (on a CPU with bf16)", "extract"),
             ("Extraction fast paths against fp32 (random ViT-B/16 CLIP and ViT-B/8 DINO)",
              f"{guards}; default here: CLIP {default}, DINO {d['default_precision_here']}",
              "cosine >= 0.998, argmax agreement >= 99 % for paths on by default", "extract"),
@@ -293,13 +298,37 @@ def viewer_rows(r: dict) -> list[Row]:
                  "target <= 5 ms (LangSplatV2: 4.8 ms on an A100)", r["benchmark"]))
     return rows
 
+def fda_rows(r: dict) -> list[Row]:
+    def cell(arm: dict) -> str:
+        return (f"mIoU {arm['relevancy']:.3f} / {arm['cosine']:.3f}, band IoU {arm['band_iou_relevancy']:.3f} / "
+                f"{arm['band_iou_cosine']:.3f}")
+
+    return [(f"FDA on vs off, demo seed {row['seed']}, same stage 1 (`cpu` preset stage 2; relevancy / cosine labels; "
+             f"band = {r['band_px']} px around GT edges)",
+             f"FDA with exact affinities: {cell(row['exact'])}; with the built-in DINO slot: {cell(row['builtin'])}",
+             f"FDA off: {cell(row['off'])}; target: exact FDA band IoU above off", "fda") for row in r["seeds"]]
+
+
+def quality_rows(r: dict) -> list[Row]:
+    rows = []
+    for size, s in r["by_size"].items():
+        rows.append((f"Synthetic {r['layout']} scenes {size}, `ovs3d run --preset cpu` (built-in encoders), "
+                     f"{s['arms']} seeds, 3D-OVS mIoU mean (min), relevancy / cosine labels",
+                     f"{s['relevancy']['mean']:.3f} ({s['relevancy']['min']:.3f}) / {s['cosine']['mean']:.3f} "
+                     f"({s['cosine']['min']:.3f}); above the teacher on every seed: "
+                     f"{s['above_teacher_on_every_arm']['relevancy']} / {s['above_teacher_on_every_arm']['cosine']}",
+                     f"2D teacher {s['teacher_relevancy']['mean']:.3f} / {s['teacher_cosine']['mean']:.3f}; "
+                     f"target mean >= 0.85, min >= 0.80, above the teacher", f"quality_{r['layout']}"))
+    return rows
+
 
 SOURCES: dict[str, Callable[[dict], list[Row]]] = {
     "reconstruct": reconstruct_rows, "extract": extract_rows, "builtin_features": builtin_rows,
     "demo": demo_rows, "demo_modes": modes_rows, "segment": segment_rows, "lifting": lifting_rows, "instant": instant_rows,
     "process_data": process_rows,
     "compare": compare_rows, "bad_inputs": bad_input_rows, "export": export_rows, "authors": authors_rows,
-    "viewer": viewer_rows, "viewer_fp32": viewer_rows, "scenes360": scenes360_rows}
+    "viewer": viewer_rows, "viewer_fp32": viewer_rows, "scenes360": scenes360_rows, "fda": fda_rows,
+    "quality_forward": quality_rows, "quality_360": quality_rows}
 
 
 def results_table() -> str:

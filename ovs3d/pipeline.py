@@ -82,10 +82,11 @@ def scene_classes(scene_root: Path, classes: list[str] | None) -> list[str]:
 
 def segment_stage(stage1: str | Path, out: str | Path, config: SegmentConfig, extract: ExtractConfig,
                   scene_root: str | Path | None = None, classes: list[str] | None = None, resume: bool = False,
-                  device: torch.device | str = "cpu", progress: bool = True) -> dict:
+                  device: torch.device | str = "cpu", progress: bool = True, dino_folder: Path | None = None) -> dict:
     """Stage 2 of a scene with its extracted features as the teacher: extract the CLIP (and, when FDA is
     on, DINO) caches when missing, embed the class prompts, train (``train.segment.segment``). The scene
-    defaults to the one stage 1 was trained on, the classes to its ``segmentations/classes.txt``."""
+    defaults to the one stage 1 was trained on, the classes to its ``segmentations/classes.txt``;
+    ``dino_folder``, a DINO-format map cache to use instead of extracting one (a benchmark's affinities)."""
     device = torch.device(device)
     stage1_record, _ = read_run(stage1, "cpu", stage="reconstruct")
     scene_root = Path(scene_root or stage1_record.scene).resolve()
@@ -96,7 +97,10 @@ def segment_stage(stage1: str | Path, out: str | Path, config: SegmentConfig, ex
     text = embed_prompts(encoder, classes)
     writable_folder(out, RUN_BYTES)
     clip_folder = extract_clip(scene_root, extract, encoder=encoder, device=device)
-    dino_folder = extract_dino(scene_root, extract, device=device) if use_dino else None
+    if use_dino:
+        dino_folder = dino_folder or extract_dino(scene_root, extract, device=device)
+    else:
+        dino_folder = None
     data = prepare_data(scene, clip_folder, dino_folder, text)
     h, w = data.clip_hw
     inputs = {"scene": str(scene_root), "classes": classes, "width": w, "height": h,

@@ -3,12 +3,14 @@ open_clip / timm loading code driven with randomly initialised weights saved to 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from ovs3d.errors import InputError
-from ovs3d.features.builtin import ColorTextureExtractor, ColorWordEncoder
+from ovs3d.features.builtin import ColorKernelExtractor, ColorWordEncoder, srgb_to_lab
 from ovs3d.features.encoders import ClipConfig, DenseFeatureExtractor, DinoConfig, ImageTextEncoder
 from ovs3d.features.registry import build_dense_extractor, build_image_text_encoder
 from ovs3d.features.relevancy import relevancy, text_embeddings
@@ -65,8 +67,8 @@ def test_unknown_prompt_is_flagged():
     assert torch.allclose(text[0], torch.full_like(text[0], 1 / enc.embedding_dim))
 
 
-def test_color_texture_extractor_shape_and_affinity():
-    ext = ColorTextureExtractor()
+def test_color_kernel_extractor_shape_and_affinity():
+    ext = ColorKernelExtractor()
     image = torch.zeros(1, 3, 16, 24)
     image[..., :12] = torch.tensor([0.85, 0.1, 0.1]).view(3, 1, 1)
     image[..., 12:] = torch.tensor([0.15, 0.3, 0.85]).view(3, 1, 1)
@@ -77,6 +79,34 @@ def test_color_texture_extractor_shape_and_affinity():
     assert f[:, 0] @ f[:, 2] < 0.2  # red against blue
     with pytest.raises(InputError, match="multiple of 8"):
         ext.extract(torch.zeros(1, 3, 12, 16))
+
+
+def test_color_kernel_cosine_crosses_dino_shift_at_the_match_distance():
+    """cos(z(x), z(y)) ~= exp(-|x - y|^2 / (2 s^2)), 0.7 at |x - y| = d0: near colours pull, far ones push."""
+    ext = ColorKernelExtractor()
+    base = torch.tensor([0.5, 0.4, 0.3])
+    lab = srgb_to_lab(base.view(1, 3, 1, 1))
+    phi0 = ext.phi(lab).flatten()
+    cosines = []
+    for mix in (0.02, 0.1, 0.25, 0.6):
+        other = (1 - mix) * base + mix * torch.tensor([0.1, 0.6, 0.2])  # toward green
+        image = torch.cat([base.view(3, 1, 1).expand(3, 8, 8), other.view(3, 1, 1).expand(3, 8, 8)], dim=2)[None]
+        f = torch.nn.functional.normalize(ext.extract(image)[0].flatten(1), dim=0)
+        distance = float((ext.phi(srgb_to_lab(other.view(1, 3, 1, 1))).flatten() - phi0).norm())
+        expected = math.exp(-distance**2 * math.log(1 / 0.7) / ext.match_distance**2)
+        cosines.append(float(f[:, 0] @ f[:, 1]))
+        assert abs(cosines[-1] - expected) < 0.1
+    assert cosines == sorted(cosines, reverse=True) and cosines[0] > 0.9 and cosines[-1] < 0.5
+
+
+def test_color_kernel_token_describes_its_block_centre():
+    """A block whose centre lies on a small red patch is red, though most of its pixels are blue."""
+    ext = ColorKernelExtractor()
+    image = torch.tensor([0.15, 0.3, 0.85]).view(1, 3, 1, 1).repeat(1, 1, 16, 16)
+    image[..., 2:7, 2:7] = torch.tensor([0.85, 0.1, 0.1]).view(3, 1, 1)  # 25 of block (0, 0)'s 64 pixels
+    f = torch.nn.functional.normalize(ext.extract(image)[0].flatten(1), dim=0)  # [D, 4]
+    assert f[:, 0] @ f[:, 3] < 0.2  # the red-centred block against a plain blue one
+    assert f[:, 1] @ f[:, 3] > 0.99
 
 
 def test_relevancy_is_minmax_per_scale_and_class():

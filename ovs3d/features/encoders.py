@@ -90,7 +90,7 @@ class DinoConfig:
     """The dense feature extractor (DINO slot)."""
 
     kind: Literal["timm", "builtin"] = "timm"
-    """timm: the paper's DINO ViT-B/8 through timm; builtin: weight-free colour-texture statistics (not DINO)."""
+    """timm: the paper's DINO ViT-B/8 through timm; builtin: a weight-free colour kernel (not DINO)."""
     model: str = "vit_base_patch8_224.dino"
     """timm model name with its weights tag (paper: vit_base_patch8_224.dino)."""
     weights: Path | None = None

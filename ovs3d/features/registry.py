@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ovs3d.features.builtin import ColorTextureExtractor, ColorWordEncoder
+from ovs3d.features.builtin import ColorKernelExtractor, ColorWordEncoder
 from ovs3d.features.dino import TimmDinoExtractor
 from ovs3d.features.encoders import ClipConfig, DenseFeatureExtractor, DinoConfig, ImageTextEncoder
 from ovs3d.features.hub import check_weights_file, weights_identity
@@ -23,7 +23,7 @@ def clip_identity(config: ClipConfig) -> dict:
 def dino_identity(config: DinoConfig) -> dict:
     """The fields of a DINO config that change its features (for cache keys)."""
     if config.kind == "builtin":
-        return {"kind": "builtin", "name": ColorTextureExtractor.name, "version": ColorTextureExtractor.version}
+        return {"kind": "builtin", "name": ColorKernelExtractor.name, "version": ColorKernelExtractor.version}
     return {"kind": config.kind, "model": config.model, "weights": weights_identity(config.weights),
             "precision": config.precision}
 
@@ -39,6 +39,6 @@ def build_image_text_encoder(config: ClipConfig, device: torch.device) -> ImageT
 def build_dense_extractor(config: DinoConfig, device: torch.device) -> DenseFeatureExtractor:
     """The dense feature extractor of ``config`` on ``device``."""
     if config.kind == "builtin":
-        return ColorTextureExtractor(device=device)
+        return ColorKernelExtractor(device=device)
     check_weights_file(config.weights, "--extract.dino.weights")
     return TimmDinoExtractor(config, device)
