@@ -183,7 +183,7 @@ def test_dino_maps_cached_in_their_own_folder(tiny_scene):
     folder = extract_dino(tiny_scene, cfg)
     assert folder.name.startswith("dino-builtin-")
     maps = cache.FeatureMaps(folder)
-    assert maps.encoder == "builtin-color-texture (not DINO)"
+    assert maps.encoder == "builtin-color-kernel (not DINO)"
     assert maps.shape == (16, 4, 5) and maps.dense(0).shape == (16, 4, 5)
     assert extract_dino(tiny_scene, cfg) == folder
 
