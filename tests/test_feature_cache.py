@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ovs3d.features import cache
-from ovs3d.features.builtin import ColorWordEncoder
+from ovs3d.features.builtin import ColorKernelExtractor, ColorWordEncoder
 from ovs3d.features.encoders import ClipConfig, DinoConfig
 from ovs3d.features.extract import (ExtractConfig, ResolutionConfig, extract_clip, extract_dino, feature_size,
                                     store_grid)
@@ -183,8 +183,9 @@ def test_dino_maps_cached_in_their_own_folder(tiny_scene):
     folder = extract_dino(tiny_scene, cfg)
     assert folder.name.startswith("dino-builtin-")
     maps = cache.FeatureMaps(folder)
-    assert maps.encoder == "builtin-color-kernel (not DINO)"
-    assert maps.shape == (16, 4, 5) and maps.dense(0).shape == (16, 4, 5)
+    assert maps.encoder == ColorKernelExtractor.name == "builtin-color-kernel (not DINO)"
+    shape = (ColorKernelExtractor.feature_dim, 4, 5)
+    assert maps.shape == shape and maps.dense(0).shape == shape
     assert extract_dino(tiny_scene, cfg) == folder
 
 
