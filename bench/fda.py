@@ -69,8 +69,8 @@ def exact_dino_cache(scene: Path, folder: Path, noise: float, seed: int) -> Path
     from ovs3d.scene.synthetic import read_scene_json
 
     paths = scene_images(scene)
-    cfg = read_scene_json(scene)["config"]
-    k = len(read_scene_json(scene)["primitives"])
+    meta = read_scene_json(scene)
+    cfg, k = meta["config"], len(meta["primitives"])
     w8, h8 = cfg["width"] // 8 * 8, cfg["height"] // 8 * 8
     meta = {"key": {"format": "dino-map", "input_size": [w8, h8], "dino": "exact", "identity": "token-centre ray",
                     "noise": noise, "seed": seed},
