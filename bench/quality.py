@@ -14,26 +14,31 @@ issue #17 (forward, >= 5 seeds and >= 2 sizes): mean >= 0.85 under both rules, m
 the teacher on every arm under both rules.
 
 Usage: ``python -m bench.quality [--layout forward|360] [--seeds 0 1 2] [--sizes 160x120x24 ...]
-[--threads 2] [--work DIR]``; writes ``bench/results/quality_<layout>.json`` after every arm (an arm whose
-run is complete in ``--work`` is rescored, not rerun).
+[--threads 2] [--work DIR] [--fresh]``; merges each arm into ``bench/results/quality_<layout>.json`` as it
+ends (arms accumulate over invocations, each stamped with its date and CPU; the same size and seed
+replaces the earlier row; ``--fresh`` starts the file anew; an arm whose run is complete in ``--work`` is
+rescored, not rerun).
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
-from bench.common import rule_scores, write_result
+from bench.common import RESULTS_DIR, command_line, machine, rule_scores, write_result
 
 RULES = ("relevancy", "cosine")
 TARGET_MEAN, TARGET_MIN = 0.85, 0.80
+TARGET_ARMS = {"forward": (5, 2), "360": (3, 1)}  # (seeds per size, sizes): #17 and #13
 CLI = [sys.executable, "-m", "ovs3d.cli.main"]
 BUILTIN = ["--extract.clip.kind", "builtin", "--extract.dino.kind", "builtin"]
 
@@ -85,6 +90,47 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+def measured_stamp(data: dict) -> dict:
+    """When, by which command, on which CPU, with how many threads and under what load a row was measured
+    (taken from the result file that held it)."""
+    return {"date": data["date"], "command": data.get("command"), "cpu": data["machine"].get("cpu"), "cpu_simd": data["machine"].get("cpu_simd"),
+            "threads": data.get("threads"), "load_at_start": data.get("load_at_start")}
+
+
+def merged_rows(layout: str, new: dict) -> list[dict]:
+    """The rows of the existing ``quality_<layout>.json`` (each stamped with its measurement) with the
+    arm of ``new`` (same size and seed) replaced or added: arms accumulate over invocations."""
+    path = RESULTS_DIR / f"quality_{layout}.json"
+    rows = []
+    if path.is_file():
+        data = json.loads(path.read_text())
+        rows = [row if "measured" in row else {**row, "measured": measured_stamp(data)} for row in data["runs"]]
+    key = (new["width"], new["height"], new["views"], new["seed"])
+    rows = [row for row in rows if (row["width"], row["height"], row["views"], row["seed"]) != key]
+    return sorted([*rows, new], key=lambda row: (row["width"] * row["height"], row["views"], row["seed"]))
+
+
+def record(args: argparse.Namespace, load: float, row: dict) -> None:
+    """Merge ``row`` into ``bench/results/quality_<layout>.json`` and rewrite its summaries, under a lock
+    so that invocations running side by side (other arms) do not lose each other's rows."""
+    with open(Path(tempfile.gettempdir()) / f"ovs3d-bench-quality-{args.layout}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        row = {**row, "measured": measured_stamp({"date": now, "command": command_line(), "machine": machine(), "threads": args.threads,
+                                                   "load_at_start": load})}
+        rows = [row] if args.fresh else merged_rows(args.layout, row)
+        by_size: dict[str, list[dict]] = {}
+        for r in rows:
+            by_size.setdefault(f"{r['width']}x{r['height']}x{r['views']}", []).append(r)
+        summary = summarise(rows)
+        seeds, sizes = TARGET_ARMS[args.layout]
+        summary["meets"]["arms"] = len(by_size) >= sizes and all(len(g) >= seeds for g in by_size.values())
+        write_result(f"quality_{args.layout}", {
+            "layout": args.layout, "preset": "cpu", "encoders": "built-in weight-free (NOT CLIP or DINO)",
+            "targets": {"mean": TARGET_MEAN, "min": TARGET_MIN, "seeds_per_size": seeds, "sizes": sizes},
+            "summary": summary, "by_size": {s: summarise(g) for s, g in by_size.items()}, "runs": rows})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layout", choices=["forward", "360"], default="forward")
@@ -92,19 +138,15 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["160x120x24"], help="WxHxV: image size and view count")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("/tmp/ovs3d-bench-quality"))
+    parser.add_argument("--fresh", action="store_true", help="drop the arms already in the result file")
     args = parser.parse_args()
     load = os.getloadavg()[0]
-    by_size: dict[str, list[dict]] = {}
     for size in args.sizes:
         for seed in args.seeds:
             row = run_arm(args.layout, seed, size_of(size), args.work, args.threads)
-            by_size.setdefault(size, []).append(row)
             print(f"bench quality: {args.layout} {size} seed {seed}: {json.dumps(row)}", flush=True)
-            rows = [r for group in by_size.values() for r in group]
-            write_result(f"quality_{args.layout}", {
-                "layout": args.layout, "preset": "cpu", "encoders": "built-in weight-free (NOT CLIP or DINO)",
-                "threads": args.threads, "load_at_start": load, "targets": {"mean": TARGET_MEAN, "min": TARGET_MIN},
-                "summary": summarise(rows), "by_size": {s: summarise(g) for s, g in by_size.items()}, "runs": rows})
+            record(args, load, row)
+            args.fresh = False
 
 
 if __name__ == "__main__":
