@@ -18,18 +18,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ovs3d.config import from_plain
 from ovs3d.errors import InputError
 from ovs3d.eval.segment_eval import scene_at_feature_resolution
-from ovs3d.features.encoders import ClipConfig
-from ovs3d.features.registry import build_image_text_encoder
 from ovs3d.features.relevancy import text_embeddings
 from ovs3d.io.atomic import atomic_path, write_json_atomic
 from ovs3d.io.colormaps import heatmap
 from ovs3d.io.images import write_png
 from ovs3d.io.lock import folder_lock
 from ovs3d.render.camera import render_camera
-from ovs3d.runs.load import load_run
+from ovs3d.runs.load import load_run, run_text_encoder
 
 
 def slug(text: str) -> str:
@@ -90,7 +87,7 @@ def run_query(run_dir: str | Path, texts: list[str], views: list[int] | None = N
     out = Path(out) if out is not None else run_dir / "query"
     with folder_lock(out, "ovs3d query"):
         model, record = load_run(run_dir, device, stage="segment")
-        encoder = build_image_text_encoder(from_plain(ClipConfig, record.inputs["clip_config"]), torch.device(device))
+        encoder = run_text_encoder(record, device)
         text = text_embeddings(encoder, texts).cpu()
         scene = scene_at_feature_resolution(record, scene_root, annotations=False)
         views = views if views else [scene.train_views[0]]

@@ -44,13 +44,11 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 
-from ovs3d.config import check_bounds, from_plain
+from ovs3d.config import check_bounds
 from ovs3d.errors import InputError, WeightsUnavailableError
 from ovs3d.eval.report import write_report
 from ovs3d.eval.segmentation import ProtocolResult, evaluate_3dovs, evaluate_per_query, evaluate_per_query_lerf
 from ovs3d.features.cache import FeatureMaps
-from ovs3d.features.encoders import ClipConfig
-from ovs3d.features.registry import build_image_text_encoder
 from ovs3d.features.relevancy import (CANONICAL_NEGATIVES, NEGATIVE_TEMPERATURE, apply_ranges, cosine_maps,
                                       minmax_ranges, negative_embeddings, pairwise_relevancy)
 from ovs3d.io.colormaps import legend, overlay
@@ -59,7 +57,7 @@ from ovs3d.io.lock import folder_lock
 from ovs3d.io.video import write_video
 from ovs3d.render.camera import render_camera
 from ovs3d.render.labels import LABEL_RULES, label_pixels
-from ovs3d.runs.load import load_run
+from ovs3d.runs.load import load_run, run_text_encoder
 from ovs3d.runs.record import RunRecord
 from ovs3d.scene.annotations import CLASSES, Annotations, image_indices, load_annotations
 from ovs3d.scene.load import load_scene
@@ -143,11 +141,10 @@ def ground_truth(scene: Scene, config: TestConfig) -> Annotations | None:
 def lerf_negatives(record: RunRecord, device: torch.device | str) -> tuple[torch.Tensor | None, str | None]:
     """([N, D] unit embeddings of the canonical negatives from the run's own text encoder, a note or None);
     (None, why) when that encoder cannot be built."""
-    clip_config = record.inputs.get("clip_config")
-    if clip_config is None:
+    if record.inputs.get("clip_config") is None:
         return None, "per_query_lerf not computed: the run does not record its text encoder"
     try:
-        encoder = build_image_text_encoder(from_plain(ClipConfig, clip_config), torch.device(device))
+        encoder = run_text_encoder(record, device)
     except WeightsUnavailableError as exc:
         return None, f"per_query_lerf not computed: the run's text encoder is unavailable ({exc})"
     return negative_embeddings(encoder)

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ovs3d.config import check_all, check_bounds, from_plain
+from ovs3d.config import check_all, check_bounds
 from ovs3d.errors import InputError
 from ovs3d.eval.query import slug
 from ovs3d.eval.segment_eval import scene_at_feature_resolution
@@ -26,15 +26,13 @@ from ovs3d.export.files import class_comments, point_properties, write_glb, writ
 from ovs3d.export.frames import WorldFrame, cameras_json
 from ovs3d.export.mesh import MeshConfig, iso_mesh, node_volume
 from ovs3d.export.points import PointConfig, surface_points
-from ovs3d.features.encoders import ClipConfig
-from ovs3d.features.registry import build_image_text_encoder
 from ovs3d.features.relevancy import text_embeddings
 from ovs3d.field.shading import MlpPrecision, resolve_precision
 from ovs3d.io.atomic import write_json_atomic
 from ovs3d.io.colormaps import class_colors
 from ovs3d.io.lock import folder_lock
 from ovs3d.render.labels import LABEL_RULES
-from ovs3d.runs.load import load_run
+from ovs3d.runs.load import load_run, run_text_encoder
 
 What = Literal["pointcloud", "mesh", "object", "all"]
 WHATS = ("pointcloud", "mesh", "object", "all")
@@ -93,7 +91,7 @@ def export_run(run_dir: str | Path, what: What, out: str | Path | None = None, t
         classes = list(record.classes)
         text = model.class_text.float().cpu()
         if texts:
-            encoder = build_image_text_encoder(from_plain(ClipConfig, record.inputs["clip_config"]), torch.device(device))
+            encoder = run_text_encoder(record, device)
             text = torch.cat([text, text_embeddings(encoder, texts).float().cpu()])
         n_classes = len(classes)
         summary = {"run": str(run_dir.resolve()), "scene": str(scene.root.resolve()), "what": what, "classes": classes,

@@ -9,6 +9,8 @@ import torch
 
 from ovs3d.config import from_plain
 from ovs3d.errors import InputError
+from ovs3d.features.encoders import ClipConfig, ImageTextEncoder
+from ovs3d.features.registry import build_image_text_encoder
 from ovs3d.field.lifted import LiftedConfig, LiftedField
 from ovs3d.field.occupancy import OccupancyGrid
 from ovs3d.field.semantic import SemanticConfig, SemanticField
@@ -92,3 +94,14 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu", stage: Sta
         build_semantic(record, sections, device, path)
     model.eval()
     return model, record
+
+
+def run_text_encoder(record: RunRecord, device: torch.device | str) -> ImageTextEncoder:
+    """The image-text encoder a stage-2 run was trained with, rebuilt from its recorded CLIP settings (so
+    that new texts are embedded in the run's own space); WeightsUnavailableError when its weights are not
+    here, InputError when the record does not name its encoder."""
+    settings = record.inputs.get("clip_config")
+    if settings is None:
+        raise InputError(None, "the run does not record its text encoder (no clip_config in its inputs)",
+                         "retrain stage 2 with this version, or query a run that records its CLIP settings")
+    return build_image_text_encoder(from_plain(ClipConfig, settings), torch.device(device))

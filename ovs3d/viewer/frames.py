@@ -38,18 +38,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ovs3d.config import from_plain
 from ovs3d.errors import WeightsUnavailableError
 from ovs3d.eval.segment_eval import scene_at_feature_resolution
-from ovs3d.features.encoders import ClipConfig
-from ovs3d.features.registry import build_image_text_encoder
 from ovs3d.features.relevancy import negative_embeddings, pairwise_relevancy, text_embeddings
 from ovs3d.field.base import SemanticModel
 from ovs3d.field.shading import resolve_precision
 from ovs3d.io.colormaps import class_colors, heatmap, label_boundaries
 from ovs3d.render.camera import depth_to_gray, render_camera
 from ovs3d.render.labels import class_cosines, label_pixels
-from ovs3d.runs.load import load_run
+from ovs3d.runs.load import load_run, run_text_encoder
 from ovs3d.viewer.camera import ViewCamera, strip_camera, viewer_space
 
 MODES = ("rgb", "depth", "labels", "relevancy", "selection")
@@ -133,8 +130,7 @@ class ViewRenderer:
         encoder, error = None, None
         if record.stage == "segment":
             try:
-                encoder = build_image_text_encoder(from_plain(ClipConfig, record.inputs["clip_config"]),
-                                                   torch.device(device))
+                encoder = run_text_encoder(record, device)
             except WeightsUnavailableError as exc:
                 error = str(exc)
         return cls(model, record, scene, device, encoder, error, precision=precision,
