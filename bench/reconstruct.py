@@ -4,13 +4,16 @@ Parts (each runs in its own process so that peak RSS is per part; results merge 
 bench/results/reconstruct.json, so a part can be rerun alone):
 
     cpu          the `cpu` preset, every 8th view held out: s/iteration (before/after the alpha mask),
-                 peak RSS, total time, held-out PSNR and SSIM (no video).
+                 peak RSS, total time, held-out PSNR and SSIM (no video); then its schedule stretched to
+                 fill 10 minutes (training + evaluation) on this machine, the stretch computed from the
+                 first run's measured times: the PSNR the cores reach in 10 minutes.
     naive        on the trained `cpu` run (after its alpha mask): s/iteration of our renderer against a
                  naive renderer that evaluates density and appearance at every in-box sample (no
                  occupancy skipping, no weight threshold), same batches, same process.
     small        the authors' "small" setting (batch 1024, 64^3 -> 128^3, 600 iterations, upsample at
-                 150/250/350/450, alpha mask at 200) at fern_504's 504x378 (the authors ran 2016x1512):
-                 s/iteration and peak RSS against their 0.30-0.47 s and 5.7 GB.
+                 150/250/350/450, alpha mask at 200) at fern_504's 504x378 (the authors ran 2016x1512),
+                 every 8th view held out, trained with our shading precision and again in fp32:
+                 s/iteration and peak RSS against their 0.30-0.47 s and 5.7 GB, held-out PSNR of both.
     hotpath      the stage-1 hot path against the old one in one process, alternating iteration by iteration:
                  the authors' small setting at its final grid (128^3, batch 1024, no mask yet), ours (the
                  config's shading precision, auto = bf16 on a CPU with avx512_bf16, and fused Adam) against
@@ -34,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import RESULTS_DIR, peak_rss_gb, require_shared, write_result
+from bench.common import RESULTS_DIR, machine, peak_rss_gb, require_shared, write_result
 
 PARTS = ("cpu", "naive", "small", "hotpath", "paper-final")
 def authors_small():
@@ -65,13 +68,17 @@ def _mean(xs: list[float]) -> float:
     return sum(xs) / max(len(xs), 1)
 
 
-def part_cpu(work: Path, threads: int) -> dict:
-    from ovs3d.train.configs import preset
+def stretched(config, factor: float):
+    """``config`` with its schedule stretched by ``factor``: iterations, upsampling and alpha-mask steps
+    and the checkpoint interval all scaled (the lr decay follows n_iters), the grids unchanged."""
+    return dataclasses.replace(
+        config, n_iters=int(config.n_iters * factor), checkpoint_every=int(config.checkpoint_every * factor),
+        upsample_iters=tuple(int(i * factor) for i in config.upsample_iters),
+        alpha_mask_iters=tuple(int(i * factor) for i in config.alpha_mask_iters))
 
-    scene = require_shared("fern_504")
-    out = work / "fern_cpu"
+
+def _train_and_evaluate(scene: Path, out: Path, cfg, threads: int) -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    cfg = preset("reconstruct", "cpu", holdout_every=8, video_frames=0)
     start = time.perf_counter()
     run = reconstruction(scene, out, cfg, threads)
     run.run(progress=False)
@@ -90,8 +97,23 @@ def part_cpu(work: Path, threads: int) -> dict:
             "final_reso": list(run.field.reso), "samples_per_ray": run.n_samples,
             "occupied_fraction": run.field.occupancy.fraction_occupied() if run.field.occupancy else None,
             "held_out_views": [r["view"] for r in metrics["views"]], "held_out_psnr": metrics["psnr"],
-            "held_out_ssim": metrics["ssim"], "per_view": metrics["views"], "peak_rss_gb": peak_rss_gb(),
-            "target": "held-out PSNR >= 22 dB within 15 minutes"}
+            "held_out_ssim": metrics["ssim"], "per_view": metrics["views"], "peak_rss_gb": peak_rss_gb()}
+
+
+def part_cpu(work: Path, threads: int, budget_s: float = 600.0, margin: float = 0.92) -> dict:
+    """The ``cpu`` preset as shipped, then the same schedule stretched to fill ``budget_s`` (train + held-out
+    evaluation) on this machine: stretch = margin * (budget - evaluation) / training time of the first run,
+    both measured here. The first answers "22 dB within 15 minutes", the second "PSNR after 10 minutes"."""
+    from ovs3d.train.configs import preset
+
+    scene = require_shared("fern_504")
+    cfg = preset("reconstruct", "cpu", holdout_every=8, video_frames=0)
+    result = _train_and_evaluate(scene, work / "fern_cpu", cfg, threads)
+    factor = margin * (budget_s - result["eval_seconds"]) / result["train_seconds"]
+    budget = _train_and_evaluate(scene, work / "fern_cpu_budget", stretched(cfg, factor), threads)
+    budget.update({"stretch": factor, "budget_seconds": budget_s, "within_budget": budget["total_seconds"] <= budget_s,
+                   "target": "held-out PSNR >= 23.5 dB after 10 minutes on 2 cores (issue #19)"})
+    return {**result, "target": "held-out PSNR >= 22 dB within 15 minutes", "ten_minutes": budget}
 
 
 def _load_cpu_run(work: Path, config, threads: int):
@@ -147,29 +169,49 @@ def shading_mlp_seconds(field, n_samples: int, repeats: int = 10) -> float:
 
 
 def part_small(work: Path, threads: int) -> dict:
-    out = work / "fern_small"
-    shutil.rmtree(out, ignore_errors=True)
-    cfg = dataclasses.replace(authors_small(), downsample=1.0, holdout_every=0, video_frames=0, render_eval=False)
-    start = time.perf_counter()
-    run = reconstruction(require_shared("fern_504"), out, cfg, threads)
-    run.run(progress=False)
-    total = time.perf_counter() - start
-    ours = _mean(run.iteration_seconds)
-    # the final level, 10 more iterations: where the time goes
-    final_s, stats = _time_steps(run, 10)
-    appearance_samples = int(stats["appearance_samples"] * cfg.batch_size)
-    mlp_s = shading_mlp_seconds(run.field, appearance_samples)
+    """The authors' small setting, every 8th view held out, trained twice: ours (the config's shading
+    precision: bf16 where the CPU has native bf16) and fp32 shading; s/iteration of ours, and the held-out
+    PSNR of both (the acceptance: within 0.1 dB)."""
+    import torch
+
+    from ovs3d.field.shading import resolve_precision
+
+    cfg = dataclasses.replace(authors_small(), downsample=1.0, holdout_every=8, video_frames=0, render_eval=False)
+    scene = require_shared("fern_504")
+    held_out = {}
+    for name, config in (("ours", cfg), ("fp32", dataclasses.replace(cfg, mlp_precision="fp32"))):
+        out = work / f"fern_small_{name}"
+        shutil.rmtree(out, ignore_errors=True)
+        start = time.perf_counter()
+        run = reconstruction(scene, out, config, threads)
+        run.run(progress=False)
+        if name == "ours":
+            total = time.perf_counter() - start
+            ours = _mean(run.iteration_seconds)
+            iterations = run.iteration
+            # the final level, 10 more iterations: where the time goes
+            final_s, stats = _time_steps(run, 10)
+            appearance_samples = int(stats["appearance_samples"] * cfg.batch_size)
+            mlp_s = shading_mlp_seconds(run.field, appearance_samples)
+        else:
+            fp32_s = _mean(run.iteration_seconds)
+        metrics = run.evaluate()
+        held_out[name] = {"psnr": metrics["psnr"], "ssim": metrics["ssim"]}
     low, high = AUTHORS["small_s_per_iter"]
     return {"setting": "authors-small at 504x378 (the authors measured 2016x1512: 16x more pixels to draw rays from, "
-                       "the same batch and grid)", "iterations": run.iteration,
-            "seconds_per_iteration": ours, "total_seconds": total, "peak_rss_gb": peak_rss_gb(),
+                       "the same batch and grid), every 8th view held out", "iterations": iterations,
+            "ours_precision": resolve_precision(cfg.mlp_precision, torch.device("cpu")),
+            "seconds_per_iteration": ours, "fp32_seconds_per_iteration": fp32_s, "total_seconds": total,
+            "peak_rss_gb": peak_rss_gb(),
+            "held_out": held_out, "held_out_psnr_ours_minus_fp32_db": held_out["ours"]["psnr"] - held_out["fp32"]["psnr"],
             "ratio_to_authors_s_per_iter": [ours / high, ours / low],
             "ratio_to_authors_rss": peak_rss_gb() / AUTHORS["small_peak_rss_gb"],
             "final_level": {"seconds_per_iteration": final_s, "density_samples_per_ray": stats["density_samples"],
                             "appearance_samples_per_ray": stats["appearance_samples"],
                             "shading_mlp_seconds_per_iteration": mlp_s,
                             "shading_mlp_ratio_to_authors_s_per_iter": [mlp_s / high, mlp_s / low]},
-            "goal": "<= 0.33x their 0.30-0.47 s/iteration and <= 0.3x their 5.7 GB"}
+            "goal": "<= 0.15 s/iteration (issue #19; authors 0.30-0.47 s) with held-out PSNR within 0.1 dB of fp32 "
+                    "shading, and <= 0.3x their 5.7 GB"}
 
 
 def part_hotpath(work: Path, threads: int, n: int = 8) -> dict:
@@ -264,9 +306,14 @@ def main() -> None:
         code = subprocess.call(cmd)
         if code != 0 or not tmp.exists():
             raise SystemExit(f"bench: part {part} failed (exit {code})")
-        results[part] = json.loads(tmp.read_text()) | {"wall_seconds": time.perf_counter() - tick,
-                                                       "command": f"python -m bench.reconstruct --part {part} "
-                                                                  f"--threads {args.threads}"}
+        here = machine()
+        results[part] = json.loads(tmp.read_text()) | {
+            "wall_seconds": time.perf_counter() - tick,
+            "command": f"python -m bench.reconstruct --part {part} --threads {args.threads}",
+            "measured": {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu": here["cpu"],
+                         "cpu_simd": here["cpu_simd"]}}
+        for other in results.values():   # parts merged from runs before the parts carried their own stamp
+            other.setdefault("measured", "not recorded (measured before each part carried its machine)")
         print(f"bench: {part}: " + ", ".join(f"{k}={v:.4g}" for k, v in results[part].items()
                                              if isinstance(v, float)))
         write_result("reconstruct", {"scene": "fern_504 (504x378, 20 views)", "threads": args.threads,
