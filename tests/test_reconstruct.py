@@ -136,3 +136,17 @@ def test_kill_then_resume_finishes_with_a_valid_checkpoint(synthetic_scene, tmp_
     assert record.iteration == config.n_iters and record.complete
     field, _ = load_run(out)
     assert torch.isfinite(field.density(torch.zeros(1, 3))).all()
+
+
+def test_bench_flags_reproduce_the_ten_minute_config():
+    """The ``--reconstruct.*`` flags bench.reconstruct records for its 10-minute setting give that exact config
+    through the CLI (tuples, floats and a boolean included)."""
+    from bench.reconstruct import FINE_GRID, cli_flags, stretched
+    from ovs3d.cli.main import parse
+
+    base = RECONSTRUCT_PRESETS["cpu"]
+    target = stretched(dataclasses.replace(base, holdout_every=8, video_frames=0, skip_empty=False, **FINE_GRID), 2.65)
+    assert target.n_iters == 3975 and target.upsample_iters == (397, 795, 1325, 1987)
+    _, config = parse(["reconstruct", "--data", "scene", "--out", "run", "--preset", "cpu", *cli_flags(target, base)])
+    assert config.reconstruct == target
+    assert cli_flags(base, base) == []
