@@ -137,11 +137,15 @@ def part_cpu(work: Path, threads: int, budget_s: float = 600.0, margin: float = 
     fine = _train_and_evaluate(scene, work / "fern_cpu_fine", fine_cfg, threads)
     factor = margin * (budget_s - fine["eval_seconds"]) / fine["train_seconds"]
     budget_cfg = stretched(fine_cfg, factor)
+
+    def command(config) -> list[str]:
+        return ["--preset", "cpu", *cli_flags(config, shipped)]
+
     budget = _train_and_evaluate(scene, work / "fern_cpu_budget", budget_cfg, threads)
     budget.update({"stretch": factor, "budget_seconds": budget_s, "within_budget": budget["total_seconds"] <= budget_s,
-                   "flags": ["--preset", "cpu", *cli_flags(budget_cfg, shipped)],
+                   "flags": command(budget_cfg),
                    "target": "held-out PSNR >= 23.5 dB after 10 minutes on 2 cores (issue #19)"})
-    fine["flags"] = ["--preset", "cpu", *cli_flags(fine_cfg, shipped)]
+    fine["flags"] = command(fine_cfg)
     return {**result, "target": "held-out PSNR >= 22 dB within 15 minutes", "fine_grid": fine, "ten_minutes": budget}
 
 

@@ -33,14 +33,16 @@ def reconstruct_rows(r: dict) -> list[Row]:
                      f"peak RSS {c['peak_rss_gb']:.2f} GB", "target >= 22 dB within 15 min"))
         if "fine_grid" in c:
             f = c["fine_grid"]
-            rows.append(("Stage 1, `cpu` preset with a 256^3 final grid at the same samples per ray, fern_504, every 8th "
+            grid = f"{round(f['preset']['n_voxel_final'] ** (1 / 3))}^3"
+            rows.append((f"Stage 1, `cpu` preset with a {grid} final grid at the same samples per ray, fern_504, every 8th "
                          "view held out", f"held-out PSNR {f['held_out_psnr']:.2f} dB, SSIM {f['held_out_ssim']:.3f}, "
                          f"{f['total_seconds'] / 60:.1f} min, {f['seconds_per_iteration']:.2f} s/iter, peak RSS "
                          f"{f['peak_rss_gb']:.2f} GB", f"`cpu` preset {c['held_out_psnr']:.2f} dB, "
                          f"{c['total_seconds'] / 60:.1f} min (same run)"))
         if "ten_minutes" in c:
             b = c["ten_minutes"]
-            rows.append((f"Stage 1, the 256^3 setting's schedule stretched to fill 10 minutes here, fern_504, every 8th "
+            grid = f"{round(b['preset']['n_voxel_final'] ** (1 / 3))}^3"
+            rows.append((f"Stage 1, the {grid} setting's schedule stretched to fill 10 minutes here, fern_504, every 8th "
                          f"view held out: `ovs3d reconstruct {' '.join(b['flags'])}`",
                          f"held-out PSNR {b['held_out_psnr']:.2f} dB, SSIM {b['held_out_ssim']:.3f}, {b['iterations']} iters "
                          f"(stretch {b['stretch']:.2f}), {b['total_seconds'] / 60:.1f} min",
