@@ -7,7 +7,8 @@ bench/results/reconstruct.json, so a part can be rerun alone):
                  peak RSS, total time, held-out PSNR and SSIM (no video); then the preset with a finer
                  final grid at the same samples per ray (FINE_GRID), and that setting's schedule stretched
                  to fill 10 minutes (training + evaluation) on this machine, the stretch computed from the
-                 fine-grid run's measured times: the PSNR the cores reach in 10 minutes, with the
+                 fine-grid run's measured times and refined once from the stretched run's own times
+                 (each run in a fresh process): the PSNR the cores reach in 10 minutes, with the
                  `--reconstruct.*` flags that reproduce it.
     naive        on the trained `cpu` run (after its alpha mask): s/iteration of our renderer against a
                  naive renderer that evaluates density and appearance at every in-box sample (no
@@ -122,30 +123,56 @@ def cli_flags(config, base) -> list[str]:
     return flags
 
 
-def part_cpu(work: Path, threads: int, budget_s: float = 600.0, margin: float = 0.92) -> dict:
+def _train_and_evaluate_fresh(scene: Path, out: Path, cfg, threads: int) -> dict:
+    """``_train_and_evaluate`` in a fresh (spawned) process: a training run after another in the same
+    process measured slower (the 256^3 run: 308 s after the preset's run, 264 s alone), which would
+    leak one arm's state into the next arm's time and peak RSS."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_train_and_evaluate, scene, out, cfg, threads).result()
+
+
+def part_cpu(work: Path, threads: int, budget_s: float = 600.0, margin: float = 0.95,
+             refill_below: float = 0.9) -> dict:
     """The ``cpu`` preset as shipped; the preset with ``FINE_GRID``; then that schedule stretched to fill
-    ``budget_s`` (train + held-out evaluation) on this machine: stretch = margin * (budget - evaluation) /
-    training time of the fine-grid run, both measured here. The first answers "22 dB within 15 minutes",
-    the last "PSNR after 10 minutes"."""
+    ``budget_s`` (train + held-out evaluation) on this machine, each run in a fresh process.
+
+    Stretch s1 = margin (budget - eval) / train of the fine-grid run. Time per iteration falls as the
+    schedule lengthens (sharper density, fewer kept samples), so s1 under-fills the budget; when its run
+    ends under ``refill_below`` of the budget, a second run takes s2 = s1 * margin (budget - eval1) / train1
+    from the first stretched run's own times. The reported ten-minute point is the longest run within the
+    budget; both runs are recorded. The first answers "22 dB within 15 minutes", the last "PSNR after 10
+    minutes"."""
     from ovs3d.train.configs import preset
 
     scene = require_shared("fern_504")
     shipped = preset("reconstruct", "cpu")
     cfg = dataclasses.replace(shipped, holdout_every=8, video_frames=0)
-    result = _train_and_evaluate(scene, work / "fern_cpu", cfg, threads)
-    fine_cfg = dataclasses.replace(cfg, **FINE_GRID)
-    fine = _train_and_evaluate(scene, work / "fern_cpu_fine", fine_cfg, threads)
-    factor = margin * (budget_s - fine["eval_seconds"]) / fine["train_seconds"]
-    budget_cfg = stretched(fine_cfg, factor)
 
     def command(config) -> list[str]:
         return ["--preset", "cpu", *cli_flags(config, shipped)]
 
-    budget = _train_and_evaluate(scene, work / "fern_cpu_budget", budget_cfg, threads)
-    budget.update({"stretch": factor, "budget_seconds": budget_s, "within_budget": budget["total_seconds"] <= budget_s,
-                   "flags": command(budget_cfg),
-                   "target": "held-out PSNR >= 23.5 dB after 10 minutes on 2 cores (issue #19)"})
-    fine["flags"] = command(fine_cfg)
+    def stretch_run(name: str, factor: float) -> dict:
+        config = stretched(fine_cfg, factor)
+        run = _train_and_evaluate_fresh(scene, work / name, config, threads)
+        return run | {"stretch": factor, "budget_seconds": budget_s, "within_budget": run["total_seconds"] <= budget_s,
+                      "flags": command(config)}
+
+    result = _train_and_evaluate_fresh(scene, work / "fern_cpu", cfg, threads)
+    fine_cfg = dataclasses.replace(cfg, **FINE_GRID)
+    fine = _train_and_evaluate_fresh(scene, work / "fern_cpu_fine", fine_cfg, threads) | {"flags": command(fine_cfg)}
+    runs = [stretch_run("fern_cpu_budget", margin * (budget_s - fine["eval_seconds"]) / fine["train_seconds"])]
+    if runs[0]["total_seconds"] < refill_below * budget_s:
+        first = runs[0]
+        runs.append(stretch_run("fern_cpu_budget2",
+                                first["stretch"] * margin * (budget_s - first["eval_seconds"]) / first["train_seconds"]))
+    within = [r for r in runs if r["within_budget"]] or runs[:1]
+    budget = within[-1] | {"target": "held-out PSNR >= 23.5 dB after 10 minutes on 2 cores (issue #19)",
+                           "calibration_runs": [{k: r[k] for k in ("stretch", "iterations", "train_seconds",
+                                                                   "eval_seconds", "total_seconds", "held_out_psnr")}
+                                                for r in runs]}
     return {**result, "target": "held-out PSNR >= 22 dB within 15 minutes", "fine_grid": fine, "ten_minutes": budget}
 
 
