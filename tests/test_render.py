@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -48,6 +49,9 @@ class StepField:
 
     def appearance_parameters(self) -> tuple[list, list]:
         return [], []
+
+    def frozen(self):
+        return contextlib.nullcontext()
 
 
 def axial_rays(n: int) -> tuple[torch.Tensor, torch.Tensor]:

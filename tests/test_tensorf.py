@@ -55,6 +55,41 @@ def test_shapes_components_and_seeded_init() -> None:
     assert sum(p.numel() for g in groups for p in g["params"]) == sum(p.numel() for p in a.parameters())
 
 
+def test_frozen_lookups_match_the_planes_and_follow_every_change_of_the_field() -> None:
+    """Inside ``frozen``, density and appearance without gradients come from dense volumes (trilinear
+    lookups): they must equal the plane-line values at any point (also outside the box). Outside it there
+    is no cache; so after a step of the fused Adam (which does not bump the parameters' versions),
+    upsampling or shrinking, the next scope sees the new field."""
+    field = TensoRF(SPACE, (13, 9, 7), generator=torch.Generator().manual_seed(3))
+    xyz = torch.rand(3000, 3, generator=torch.Generator().manual_seed(4)) * 2.4 - 1.2
+    xyz[:4] = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], [1.0, -1.0, 0.0], [0.0, 0.0, 0.0]])
+
+    def check() -> None:
+        with torch.enable_grad():
+            sigma, feat = field.density(xyz), field.appearance(xyz)
+        with torch.no_grad(), field.frozen():
+            assert torch.allclose(field.density(xyz), sigma, atol=1e-5)
+            assert torch.allclose(field.appearance(xyz), feat, atol=1e-5)
+            with field.frozen():                          # nested: the outer scope's volumes
+                field.density(xyz)
+            assert set(field._dense) == {"density", "appearance"}
+        assert field._dense is None
+
+    check()
+    optimizer = torch.optim.Adam(field.parameters(), lr=0.1, fused=True)
+    with torch.enable_grad():
+        (field.density(xyz).sum() + field.appearance(xyz).sum()).backward()
+    with torch.no_grad(), field.frozen():
+        before = field.density(xyz)
+    optimizer.step()
+    assert not torch.allclose(field.density(xyz), before)   # the step changed the field
+    check()
+    field.upsample((17, 15, 9))
+    check()
+    field.shrink(torch.tensor([[-0.6, -0.5, -0.4], [0.5, 0.7, 0.4]]))
+    check()
+
+
 def test_upsampling_preserves_a_multilinear_field() -> None:
     field = TensoRF(SPACE, (9, 9, 5))
     with torch.no_grad():   # density feature = (x + 2) * (z + 3) in normalised coordinates: bilinear x linear

@@ -53,8 +53,9 @@ def main(config: Config) -> None:
     print(f"ovs3d view: {renderer.encoder_label}", flush=True)
     print(f"ovs3d view: serving {config.run} at {viewer.url} (Ctrl-C to stop)", flush=True)
     try:
-        while True:
-            time.sleep(3600)
+        with renderer.field.frozen():       # the run does not change while viewed: every frame shares its lookups
+            while True:
+                time.sleep(3600)
     except KeyboardInterrupt:
         print("ovs3d view: stopped", flush=True)
     finally:

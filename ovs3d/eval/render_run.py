@@ -11,7 +11,7 @@ import torch
 from ovs3d.io.images import to_uint8, write_png
 from ovs3d.io.lock import folder_lock
 from ovs3d.io.video import write_video
-from ovs3d.render.camera import depth_to_gray, render_camera
+from ovs3d.render.camera import depth_to_gray, radiance_field, render_camera
 from ovs3d.runs.load import load_run
 from ovs3d.scene.load import load_scene
 from ovs3d.scene.paths import PathName, video_path
@@ -33,7 +33,7 @@ def render_run(run: str | Path, path: Literal["dataset"] | PathName = "video", o
     cameras = cameras.resized(max(int(record.width / downsample), 8), max(int(record.height / downsample), 8))
     cameras = cameras.to(device)
     out = Path(out) if out is not None else run / "renders" / path
-    with folder_lock(out, "ovs3d render"):
+    with folder_lock(out, "ovs3d render"), radiance_field(model).frozen():
         rgb_frames, depth_frames = [], []
         for i in range(len(cameras)):
             image = render_camera(model, cameras, i, record.step, ("rgb", "depth"), chunk)

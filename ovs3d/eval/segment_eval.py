@@ -55,7 +55,7 @@ from ovs3d.io.colormaps import legend, overlay
 from ovs3d.io.images import image_size, list_images, write_png
 from ovs3d.io.lock import folder_lock
 from ovs3d.io.video import write_video
-from ovs3d.render.camera import render_camera
+from ovs3d.render.camera import radiance_field, render_camera
 from ovs3d.render.labels import LABEL_RULES, label_pixels
 from ovs3d.runs.load import load_run, run_text_encoder
 from ovs3d.runs.record import RunRecord
@@ -173,7 +173,7 @@ def run_test(run_dir: str | Path, out: str | Path | None = None, scene_root: str
     model, record = load_run(run_dir, device, stage="segment")
     text = model.class_text
     out = Path(out) if out is not None else run_dir / "test"
-    with folder_lock(out, "ovs3d test"):
+    with folder_lock(out, "ovs3d test"), radiance_field(model).frozen():
         scene = scene_at_feature_resolution(record, scene_root, annotations=not custom_ground_truth(config))
         root = scene.root
         classes = record.classes

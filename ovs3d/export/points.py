@@ -205,14 +205,15 @@ def surface_points(model, scene: Scene, step: float, text: torch.Tensor, frame: 
     cameras = scene.cameras.to(device)
     views = spread_views(scene.train_views, config.max_views)
     parts = []
-    for view in tqdm(views, desc="export: points", unit="view", disable=not progress, leave=False):
-        part = view_points(model, cameras, view, step, text, config.chunk, config.min_opacity)
-        scene_xyz = frame.scene_points(part["grid"])
-        keep = frame.kept(scene_xyz)
-        centre = frame.cameras.centers[view].double()
-        parts.append({"pixel": part["pixel"][keep].numpy(), "xyz": frame.to_input(scene_xyz[keep].numpy()),
-                      "depth": (scene_xyz[keep] - centre).norm(dim=-1).numpy(), "grid": part["grid"][keep].numpy(),
-                      "rgb": part["rgb"][keep].numpy(), "cosines": part["cosines"][keep].numpy()})
+    with model.field.frozen():          # every view renders from the same lookup volumes
+        for view in tqdm(views, desc="export: points", unit="view", disable=not progress, leave=False):
+            part = view_points(model, cameras, view, step, text, config.chunk, config.min_opacity)
+            scene_xyz = frame.scene_points(part["grid"])
+            keep = frame.kept(scene_xyz)
+            centre = frame.cameras.centers[view].double()
+            parts.append({"pixel": part["pixel"][keep].numpy(), "xyz": frame.to_input(scene_xyz[keep].numpy()),
+                          "depth": (scene_xyz[keep] - centre).norm(dim=-1).numpy(), "grid": part["grid"][keep].numpy(),
+                          "rgb": part["rgb"][keep].numpy(), "cosines": part["cosines"][keep].numpy()})
     n_classes = text.shape[0] if n_classes is None else n_classes
     halo = drop_halos(parts, frame.cameras, views, n_classes, rule, config.halo_angle)
     xyz = np.concatenate([p["xyz"] for p in parts]) if parts else np.zeros((0, 3))

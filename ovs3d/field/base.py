@@ -19,7 +19,7 @@ only use it through this.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import ContextManager, Protocol, runtime_checkable
 
 import torch
 
@@ -80,6 +80,11 @@ class RadianceField(Protocol):
 
     def appearance_parameters(self) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
         """(grid parameters, network parameters) of appearance and shading (tuned in stage 2's joint phase)."""
+        ...
+
+    def frozen(self) -> ContextManager[None]:
+        """A scope in which the parameters do not change: the field may answer density and appearance
+        without gradients from caches built on first use (a render loop enters it once for all its views)."""
         ...
 
 

@@ -20,8 +20,10 @@ so renderers and checkpoints find it with the field.
 
 from __future__ import annotations
 
+import math
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -29,7 +31,7 @@ from torch import nn
 from ovs3d.field.base import check_points
 from ovs3d.field.occupancy import OccupancyGrid
 from ovs3d.field.shading import Shader, make_shader
-from ovs3d.field.vm import VMGrid, init_linear
+from ovs3d.field.vm import VMGrid, init_linear, sample_volume
 from ovs3d.scene.rayspace import RaySpace
 
 
@@ -50,6 +52,11 @@ class TensoRFConfig:
     init_std: float = 0.1
     """Standard deviation of the N(0, std^2) initialisation of planes and lines."""
 
+
+
+DENSE_MAX_BYTES = 2 ** 31
+"""Largest appearance volume (bytes, fp32) ``TensoRF.dense_volume`` materialises: 2 GiB, a 256^3 grid (the
+paper's 640^3 stays on its planes and lines). The density volume is 27x smaller and always built."""
 
 
 class TensoRF(nn.Module):
@@ -82,6 +89,7 @@ class TensoRF(nn.Module):
             init_linear(layer, generator, zero_bias=(i == 2))
         self.occupancy: OccupancyGrid | None = None   # set by the trainer / loader
         self.shader: Shader = make_shader()     # fp32 eager; ``set_shading`` picks a fast path
+        self._dense: dict[str, tuple[tuple, torch.Tensor]] | None = None   # inside ``frozen``: name -> (key, volume)
 
     @property
     def distance_scale(self) -> float:
@@ -119,14 +127,58 @@ class TensoRF(nn.Module):
         check_points(xyz)
         if xyz.shape[0] == 0:
             return xyz.new_zeros(0)
-        return torch.relu(self.density_grid.total(xyz))
+        if self._dense is None or torch.is_grad_enabled():
+            return torch.relu(self.density_grid.total(xyz))
+        return torch.relu(sample_volume(self.dense_volume("density"), xyz)[:, 0])
 
     def appearance(self, xyz: torch.Tensor) -> torch.Tensor:
         """The 27-d appearance feature a(x) = B [products] at xyz [M, 3] (unit) -> [M, 27]."""
         check_points(xyz)
         if xyz.shape[0] == 0:
             return xyz.new_zeros(0, self.config.appearance_dim)
-        return self.basis(self.appearance_grid.features(xyz))
+        if (self._dense is None or torch.is_grad_enabled()
+                or math.prod(self.reso) * self.appearance_dim * 4 > DENSE_MAX_BYTES):
+            return self.basis(self.appearance_grid.features(xyz))
+        return sample_volume(self.dense_volume("appearance"), xyz)
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Within: the parameters do not change (rendering a run, evaluating between training steps), so
+        density and appearance without gradients are trilinear lookups of dense per-node volumes, built on
+        first use and dropped on exit (``dense_volume``). Nested uses share the outer one's volumes."""
+        if self._dense is not None:
+            yield
+            return
+        self._dense = {}
+        try:
+            yield
+        finally:
+            self._dense = None
+
+    @torch.no_grad()
+    def dense_volume(self, name: str) -> torch.Tensor:
+        """The field's ``density`` pre-activation [G_z, G_y, G_x, 1] or ``appearance`` feature [G_z, G_y, G_x, 27]
+        at every grid node (inside ``frozen`` only; rebuilt if a parameter was replaced or bumped its version).
+
+        A plane-line product is trilinear on the grid's nodes and the basis B is linear, so ``sample_volume``
+        of these gives the values the planes and lines give, with one 8-tap gather per point instead of three
+        planes, three lines and B (about 4x faster for density, 8x for appearance). Building the appearance
+        volume takes about 0.2 s at 128^3 and 1.7 s at 256^3 on two cores (``VMGrid.dense_projection``).
+        """
+        params = self.density_parameters() if name == "density" else [*self.appearance_grid.parameters(), self.basis.weight]
+        key = tuple((p.data_ptr(), p._version, tuple(p.shape)) for p in params)
+        cached = self._dense.get(name)
+        if cached is None or cached[0] != key:
+            self._dense.pop(name, None)
+            grid = self.density_grid if name == "density" else self.appearance_grid
+            weight = params[0].new_ones(1, sum(self.config.density_components)) if name == "density" else self.basis.weight
+            gx, gy, gz = self.reso
+            volume = params[0].new_empty(gz, gy, gx, weight.shape[0])
+            slab = max(1, 2 ** 18 // (gx * gy))                    # z layers per slab: its products stay in cache
+            for z in range(0, gz, slab):
+                grid.dense_projection(weight, volume[z:z + slab], z)
+            cached = self._dense[name] = (key, volume)
+        return cached[1]
 
     def shade(self, features: torch.Tensor, viewdirs: torch.Tensor) -> torch.Tensor:
         """Colour sigmoid(MLP([a, d])) from features [M, 27] and unit view directions [M, 3] -> rgb [M, 3]

@@ -125,6 +125,29 @@ def sample_line(line: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return _WeightedGather.apply(table, index, weight)
 
 
+def sample_volume(volume: torch.Tensor, xyz: torch.Tensor) -> torch.Tensor:
+    """Trilinear lookup of a dense volume [G_z, G_y, G_x, C] at xyz [M, 3] in [-1, 1] -> [M, C], with the
+    conventions of ``sample_plane`` / ``sample_line`` on every axis (align_corners, border value outside).
+
+    A mode's plane-line product P(x_ab) L(x_c) is bilinear in (x_a, x_b) times linear in x_c on the same
+    nodes, i.e. the trilinear interpolation of its outer product P[b, a] L[c]; so a ``VMGrid``'s ``total``
+    equals this lookup of ``VMGrid.dense_total`` (one 8-tap gather instead of 3 planes and 3 lines).
+    """
+    gz, gy, gx, c = volume.shape
+    size = xyz.new_tensor([gx - 1, gy - 1, gz - 1])
+    pos = torch.minimum((((xyz + 1) * 0.5) * size).clamp(min=0), size)
+    lo = torch.minimum(pos.floor(), (size - 1).clamp(min=0))
+    frac = pos - lo
+    lo = lo.long()
+    stride = [gx * gy if gz > 1 else 0, gx if gy > 1 else 0, 1 if gx > 1 else 0]   # next node along z, y, x
+    offsets = xyz.new_tensor([[dz * stride[0] + dy * stride[1] + dx * stride[2]
+                               for dz in (0, 1) for dy in (0, 1) for dx in (0, 1)]]).long()      # [1, 8]
+    index = (lo[:, 0] + gx * (lo[:, 1] + gy * lo[:, 2]))[:, None] + offsets                     # [M, 8]
+    wx, wy, wz = (torch.stack([1 - frac[:, i], frac[:, i]], 1) for i in range(3))             # [M, 2] each
+    weight = (wz[:, :, None, None] * wy[:, None, :, None] * wx[:, None, None, :]).reshape(-1, 8)
+    return _WeightedGather.apply(volume.reshape(-1, c), index, weight)
+
+
 def plane_tv(plane: torch.Tensor) -> torch.Tensor:
     """Total variation of a plane [1, C, H, W]:
     2 * (sum(vertical diffs^2) / (C (H-1) W) + sum(horizontal diffs^2) / (C H (W-1)))."""
@@ -164,6 +187,23 @@ class VMGrid(nn.Module):
     def total(self, xyz: torch.Tensor) -> torch.Tensor:
         """sum_k sum_r p_kr(x) -> [M] (summed mode by mode)."""
         return sum(p.sum(-1) for p in self.products(xyz))
+
+    @torch.no_grad()
+    def dense_projection(self, weight: torch.Tensor, out: torch.Tensor, z0: int) -> torch.Tensor:
+        """``features @ weight.T`` at the grid nodes of the slab z0 <= node_z < z0 + Z, weight [C, sum_k R_k],
+        written into ``out`` [Z, G_y, G_x, C]: V[z, y, x] = sum_k sum_r W[:, r_k] P_kr[node_b, node_a] L_kr[node_c],
+        one matrix product per mode (K = R_k), no [nodes, sum_k R_k] buffer. ``sample_volume`` of the whole
+        volume gives ``features(xyz) @ weight.T`` anywhere (weight = ones [1, sum R]: ``total``)."""
+        p0, p1, p2 = (p[0] for p in self.planes)                     # [R, G_y, G_x], [R, G_z, G_x], [R, G_z, G_y]
+        l0, l1, l2 = (line[0, :, :, 0] for line in self.lines)      # [R, G_z], [R, G_y], [R, G_x]
+        w0, w1, w2 = weight.split([p.shape[0] for p in (p0, p1, p2)], dim=1)     # [C, R_k]
+        z, gy, gx, c = out.shape
+        lw0 = (l0[:, z0:z0 + z, None] * w0.t()[:, None, :]).reshape(-1, z * c)    # [R, Z C]
+        out.copy_((p0.reshape(-1, gy * gx).t() @ lw0).view(gy, gx, z, c).permute(2, 0, 1, 3))
+        lw1 = (l1[:, :, None] * w1.t()[:, None, :]).reshape(-1, gy * c)           # [R, G_y C]
+        out.add_((p1[:, z0:z0 + z].permute(1, 2, 0) @ lw1).view(z, gx, gy, c).transpose(1, 2))
+        lw2 = (l2[:, :, None] * w2.t()[:, None, :]).reshape(-1, gx * c)           # [R, G_x C]
+        return out.add_((p2[:, z0:z0 + z].permute(1, 2, 0) @ lw2).view(z, gy, gx, c))
 
     def tv(self) -> torch.Tensor:
         """sum over the planes of ``plane_tv`` (lines get none)."""

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 
-from ovs3d.field.base import SemanticModel
+from ovs3d.field.base import RadianceField, SemanticModel
 from ovs3d.render.labels import class_cosines, label_pixels, view_relevancy
 from ovs3d.render.volume import march, render_rays
 from ovs3d.scene.cameras import Cameras
@@ -27,6 +27,12 @@ from ovs3d.scene.cameras import Cameras
 RADIANCE_OUTPUTS = ("rgb", "depth", "acc")
 SEMANTIC_OUTPUTS = ("features", "selection", "cosines", "relevancy", "labels")
 TEXT_OUTPUTS = ("cosines", "relevancy", "labels")
+
+
+def radiance_field(model) -> RadianceField:
+    """The radiance field of ``model``: itself, or a semantic model's ``field``. Enter its ``frozen()``
+    around a loop of renders so that they share its lookup volumes."""
+    return model.field if isinstance(model, SemanticModel) else model
 
 
 @torch.no_grad()
@@ -50,7 +56,7 @@ def render_camera(model, cameras: Cameras, view: int, step: float, outputs: tupl
         raise ValueError(f"{type(model).__name__} is not a semantic model: it has no {sorted(SEMANTIC_OUTPUTS)}")
     if set(outputs) & set(TEXT_OUTPUTS) and text is None:
         raise ValueError("cosines, relevancy and labels need the text embeddings (text=[C, D])")
-    field = model.field if isinstance(model, SemanticModel) else model
+    field = radiance_field(model)
     u, v = cameras.pixel_grid()
     u, v = u.reshape(-1), v.reshape(-1)
     index = torch.full_like(u, view, dtype=torch.long)

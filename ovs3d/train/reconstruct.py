@@ -245,14 +245,15 @@ class Reconstruction:
         held_out = bool(self.scene.test_views)
         views = (self.scene.test_views if held_out else self.scene.train_views)[::max(self.config.eval_every, 1)]
         rows = []
-        for view in views:
-            out = self.render_image(self.cameras, view)
-            gt = self.images[view]
-            rows.append({"view": view, "image": self.scene.image_paths[view].name,
-                         "psnr": psnr(out["rgb"], gt), "ssim": ssim(out["rgb"], gt)})
-            stem = self.out / "renders" / f"{view:03d}"
-            write_png(f"{stem}_rgb.png", out["rgb"].cpu().numpy())
-            write_png(f"{stem}_depth.png", depth_to_gray(out["depth"]))
+        with self.field.frozen():
+            for view in views:
+                out = self.render_image(self.cameras, view)
+                gt = self.images[view]
+                rows.append({"view": view, "image": self.scene.image_paths[view].name,
+                             "psnr": psnr(out["rgb"], gt), "ssim": ssim(out["rgb"], gt)})
+                stem = self.out / "renders" / f"{view:03d}"
+                write_png(f"{stem}_rgb.png", out["rgb"].cpu().numpy())
+                write_png(f"{stem}_depth.png", depth_to_gray(out["depth"]))
         return {"split": "held-out" if held_out else "train", "views": rows,
                 "psnr": float(np.mean([r["psnr"] for r in rows])), "ssim": float(np.mean([r["ssim"] for r in rows]))}
 
@@ -265,7 +266,8 @@ class Reconstruction:
         name = "spiral" if self.scene.kind == "forward" else "orbit"
         path = video_path(self.scene.cameras, self.scene.bounds, self.scene.kind, self.config.video_frames, name)
         path = path.downsampled(self.config.video_downsample).to(self.device)
-        frames = [to_uint8(self.render_image(path, i)["rgb"].cpu().numpy()) for i in range(len(path))]
+        with self.field.frozen():
+            frames = [to_uint8(self.render_image(path, i)["rgb"].cpu().numpy()) for i in range(len(path))]
         return write_video(self.out / "renders" / f"{name}.mp4", frames)
 
 
