@@ -3,6 +3,7 @@ scale rule, the run every verb reads, and the warm start of a trained stage 2.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -50,6 +51,9 @@ class PlaneField:
 
     def parameters(self):
         return iter(())
+
+    def frozen(self):
+        return contextlib.nullcontext()
 
 
 def plane_data(maps: list[np.ndarray], n_classes: int = 2, text: torch.Tensor | None = None) -> SegmentationData:

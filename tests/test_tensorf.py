@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as nnf
 
 from ovs3d.field.occupancy import OccupancyGrid, build_occupancy
+from ovs3d.field import tensorf
 from ovs3d.field.tensorf import TensoRF
 from ovs3d.field.vm import plane_tv, sample_line, sample_plane
 from ovs3d.scene.rayspace import NDCSpace
@@ -55,11 +56,12 @@ def test_shapes_components_and_seeded_init() -> None:
     assert sum(p.numel() for g in groups for p in g["params"]) == sum(p.numel() for p in a.parameters())
 
 
-def test_frozen_lookups_match_the_planes_and_follow_every_change_of_the_field() -> None:
+def test_frozen_lookups_match_the_planes_and_follow_every_change_of_the_field(monkeypatch) -> None:
     """Inside ``frozen``, density and appearance without gradients come from dense volumes (trilinear
     lookups): they must equal the plane-line values at any point (also outside the box). Outside it there
     is no cache; so after a step of the fused Adam (which does not bump the parameters' versions),
-    upsampling or shrinking, the next scope sees the new field."""
+    upsampling or shrinking, the next scope sees the new field. The volumes are built in several slabs of z layers."""
+    monkeypatch.setattr(tensorf, "DENSE_SLAB_NODES", 2 * 17 * 15)    # several slabs, a short last one
     field = TensoRF(SPACE, (13, 9, 7), generator=torch.Generator().manual_seed(3))
     xyz = torch.rand(3000, 3, generator=torch.Generator().manual_seed(4)) * 2.4 - 1.2
     xyz[:4] = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], [1.0, -1.0, 0.0], [0.0, 0.0, 0.0]])
@@ -73,6 +75,8 @@ def test_frozen_lookups_match_the_planes_and_follow_every_change_of_the_field() 
             with field.frozen():                          # nested: the outer scope's volumes
                 field.density(xyz)
             assert set(field._dense) == {"density", "appearance"}
+            with torch.enable_grad():                     # gradients on: the planes, differentiable
+                assert field.density(xyz).requires_grad
         assert field._dense is None
 
     check()
@@ -88,6 +92,12 @@ def test_frozen_lookups_match_the_planes_and_follow_every_change_of_the_field() 
     check()
     field.shrink(torch.tensor([[-0.6, -0.5, -0.4], [0.5, 0.7, 0.4]]))
     check()
+    with torch.no_grad(), field.frozen():                  # an in-place change inside bumps a version: rebuilt
+        field.density(xyz)
+        field.density_grid.lines[0].mul_(2.0)
+        with torch.enable_grad():
+            sigma = field.density(xyz)
+        assert torch.allclose(field.density(xyz), sigma.detach(), atol=1e-5)
 
 
 def test_upsampling_preserves_a_multilinear_field() -> None:

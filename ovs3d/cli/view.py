@@ -45,18 +45,18 @@ def main(config: Config) -> None:
 
     device = config.runtime.apply()
     renderer = ViewRenderer.from_run(config.run, device, config.precision, config.weight_threshold)
-    viewer = Viewer(renderer, config.host, config.port, out=config.out or Path(config.run) / "view",
-                    target_ms=config.target_ms, height=config.height or None, path_frames=config.path_frames)
-    if config.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"ovs3d view: warning: listening on {config.host}, not 127.0.0.1: anyone who can reach this machine "
-              f"on port {viewer.port} sees the scene", flush=True)
-    print(f"ovs3d view: {renderer.encoder_label}", flush=True)
-    print(f"ovs3d view: serving {config.run} at {viewer.url} (Ctrl-C to stop)", flush=True)
-    try:
-        with renderer.field.frozen():       # the run does not change while viewed: every frame shares its lookups
+    with renderer.field.frozen():        # the run does not change while viewed: every frame shares its lookups
+        viewer = Viewer(renderer, config.host, config.port, out=config.out or Path(config.run) / "view",
+                        target_ms=config.target_ms, height=config.height or None, path_frames=config.path_frames)
+        if config.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"ovs3d view: warning: listening on {config.host}, not 127.0.0.1: anyone who can reach this "
+                  f"machine on port {viewer.port} sees the scene", flush=True)
+        print(f"ovs3d view: {renderer.encoder_label}", flush=True)
+        print(f"ovs3d view: serving {config.run} at {viewer.url} (Ctrl-C to stop)", flush=True)
+        try:
             while True:
                 time.sleep(3600)
-    except KeyboardInterrupt:
-        print("ovs3d view: stopped", flush=True)
-    finally:
-        viewer.stop()
+        except KeyboardInterrupt:
+            print("ovs3d view: stopped", flush=True)
+        finally:
+            viewer.stop()

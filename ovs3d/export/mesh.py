@@ -86,9 +86,10 @@ def node_volume(model, step: float, text: torch.Tensor, level: float, config: Me
     flat = points.reshape(-1, 3)
     alpha = torch.zeros(flat.shape[0])
     chunks = range(0, flat.shape[0], config.chunk)
-    for s in tqdm(chunks, desc="export: density", unit="chunk", disable=not progress, leave=False):
-        sigma = field.density(field.normalize(flat[s:s + config.chunk]))
-        alpha[s:s + config.chunk] = (1 - torch.exp(-sigma * step * field.distance_scale)).cpu()
+    with field.frozen():
+        for s in tqdm(chunks, desc="export: density", unit="chunk", disable=not progress, leave=False):
+            sigma = field.density(field.normalize(flat[s:s + config.chunk]))
+            alpha[s:s + config.chunk] = (1 - torch.exp(-sigma * step * field.distance_scale)).cpu()
     active = (alpha >= ACTIVE_FRACTION * level).nonzero().squeeze(1)
     cosines = []
     for s in tqdm(range(0, active.numel(), config.chunk), desc="export: node features", unit="chunk",

@@ -34,6 +34,7 @@ from ovs3d.config import check_bounds
 from ovs3d.export.frames import WorldFrame
 from ovs3d.export.halo import halo_pixels, max_step
 from ovs3d.export.select import ranges, scores
+from ovs3d.render.camera import radiance_field
 from ovs3d.render.volume import RaySamples, march
 from ovs3d.scene.scene import Scene
 
@@ -205,7 +206,7 @@ def surface_points(model, scene: Scene, step: float, text: torch.Tensor, frame: 
     cameras = scene.cameras.to(device)
     views = spread_views(scene.train_views, config.max_views)
     parts = []
-    with model.field.frozen():          # every view renders from the same lookup volumes
+    with radiance_field(model).frozen():          # every view renders from the same lookup volumes
         for view in tqdm(views, desc="export: points", unit="view", disable=not progress, leave=False):
             part = view_points(model, cameras, view, step, text, config.chunk, config.min_opacity)
             scene_xyz = frame.scene_points(part["grid"])

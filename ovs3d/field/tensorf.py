@@ -21,6 +21,7 @@ so renderers and checkpoints find it with the field.
 from __future__ import annotations
 
 import math
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -55,8 +56,11 @@ class TensoRFConfig:
 
 
 DENSE_MAX_BYTES = 2 ** 31
-"""Largest appearance volume (bytes, fp32) ``TensoRF.dense_volume`` materialises: 2 GiB, a 256^3 grid (the
-paper's 640^3 stays on its planes and lines). The density volume is 27x smaller and always built."""
+"""Largest volume (bytes, fp32) ``TensoRF.dense_volume`` materialises: 2 GiB, the appearance of a 256^3 grid
+(the paper's 640^3 keeps appearance on its planes and lines; its density volume, 1 GiB, is built)."""
+DENSE_SLAB_NODES = 2 ** 18
+"""Grid nodes per slab while a dense volume is built: a slab's per-mode products stay in cache."""
+_DENSE_BUILD = threading.Lock()
 
 
 class TensoRF(nn.Module):
@@ -127,19 +131,20 @@ class TensoRF(nn.Module):
         check_points(xyz)
         if xyz.shape[0] == 0:
             return xyz.new_zeros(0)
-        if self._dense is None or torch.is_grad_enabled():
+        volume = self.dense_volume("density")
+        if volume is None:
             return torch.relu(self.density_grid.total(xyz))
-        return torch.relu(sample_volume(self.dense_volume("density"), xyz)[:, 0])
+        return torch.relu(sample_volume(volume, xyz)[:, 0])
 
     def appearance(self, xyz: torch.Tensor) -> torch.Tensor:
         """The 27-d appearance feature a(x) = B [products] at xyz [M, 3] (unit) -> [M, 27]."""
         check_points(xyz)
         if xyz.shape[0] == 0:
             return xyz.new_zeros(0, self.config.appearance_dim)
-        if (self._dense is None or torch.is_grad_enabled()
-                or math.prod(self.reso) * self.appearance_dim * 4 > DENSE_MAX_BYTES):
+        volume = self.dense_volume("appearance")
+        if volume is None:
             return self.basis(self.appearance_grid.features(xyz))
-        return sample_volume(self.dense_volume("appearance"), xyz)
+        return sample_volume(volume, xyz)
 
     @contextmanager
     def frozen(self) -> Iterator[None]:
@@ -155,29 +160,35 @@ class TensoRF(nn.Module):
         finally:
             self._dense = None
 
-    @torch.no_grad()
-    def dense_volume(self, name: str) -> torch.Tensor:
+    def dense_volume(self, name: str) -> torch.Tensor | None:
         """The field's ``density`` pre-activation [G_z, G_y, G_x, 1] or ``appearance`` feature [G_z, G_y, G_x, 27]
-        at every grid node (inside ``frozen`` only; rebuilt if a parameter was replaced or bumped its version).
+        at every grid node; None (use the planes and lines) outside ``frozen``, with gradients on, or above
+        ``DENSE_MAX_BYTES``. Parameters must not change inside ``frozen`` (a fused optimiser step does not
+        bump their versions); a replaced one (upsampling, shrinking) or a bumped version is noticed and rebuilt.
 
         A plane-line product is trilinear on the grid's nodes and the basis B is linear, so ``sample_volume``
         of these gives the values the planes and lines give, with one 8-tap gather per point instead of three
         planes, three lines and B (about 4x faster for density, 8x for appearance). Building the appearance
         volume takes about 0.2 s at 128^3 and 1.7 s at 256^3 on two cores (``VMGrid.dense_projection``).
         """
-        params = self.density_parameters() if name == "density" else [*self.appearance_grid.parameters(), self.basis.weight]
+        cache = self._dense                       # read once: another thread may leave the scope meanwhile
+        grid = self.density_grid if name == "density" else self.appearance_grid
+        width = 1 if name == "density" else self.appearance_dim
+        if cache is None or torch.is_grad_enabled() or math.prod(self.reso) * width * 4 > DENSE_MAX_BYTES:
+            return None
+        params = [*grid.parameters()] + ([] if name == "density" else [self.basis.weight])
         key = tuple((p.data_ptr(), p._version, tuple(p.shape)) for p in params)
-        cached = self._dense.get(name)
-        if cached is None or cached[0] != key:
-            self._dense.pop(name, None)
-            grid = self.density_grid if name == "density" else self.appearance_grid
-            weight = params[0].new_ones(1, sum(self.config.density_components)) if name == "density" else self.basis.weight
-            gx, gy, gz = self.reso
-            volume = params[0].new_empty(gz, gy, gx, weight.shape[0])
-            slab = max(1, 2 ** 18 // (gx * gy))                    # z layers per slab: its products stay in cache
-            for z in range(0, gz, slab):
-                grid.dense_projection(weight, volume[z:z + slab], z)
-            cached = self._dense[name] = (key, volume)
+        with _DENSE_BUILD, torch.no_grad():       # viewer threads: one build, the others wait for it
+            cached = cache.get(name)
+            if cached is None or cached[0] != key:
+                cache.pop(name, None)
+                weight = params[0].new_ones(1, grid.n_features) if name == "density" else self.basis.weight
+                gx, gy, gz = self.reso
+                volume = params[0].new_empty(gz, gy, gx, width)
+                slab = max(1, DENSE_SLAB_NODES // (gx * gy))              # z layers per slab
+                for z in range(0, gz, slab):
+                    grid.dense_projection(weight, volume[z:z + slab], z)
+                cached = cache[name] = (key, volume)
         return cached[1]
 
     def shade(self, features: torch.Tensor, viewdirs: torch.Tensor) -> torch.Tensor:

@@ -130,8 +130,8 @@ def sample_volume(volume: torch.Tensor, xyz: torch.Tensor) -> torch.Tensor:
     conventions of ``sample_plane`` / ``sample_line`` on every axis (align_corners, border value outside).
 
     A mode's plane-line product P(x_ab) L(x_c) is bilinear in (x_a, x_b) times linear in x_c on the same
-    nodes, i.e. the trilinear interpolation of its outer product P[b, a] L[c]; so a ``VMGrid``'s ``total``
-    equals this lookup of ``VMGrid.dense_total`` (one 8-tap gather instead of 3 planes and 3 lines).
+    nodes, i.e. the trilinear interpolation of its outer product P[b, a] L[c]; so ``features(xyz) @ W.T``
+    equals this lookup of ``VMGrid.dense_projection(W)`` (one 8-tap gather instead of 3 planes and 3 lines).
     """
     gz, gy, gx, c = volume.shape
     size = xyz.new_tensor([gx - 1, gy - 1, gz - 1])

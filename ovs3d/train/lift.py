@@ -187,29 +187,30 @@ def lift(field: RadianceField, data: SegmentationData, config: LiftConfig, step:
     stride = sweep_stride(len(data.views), h, w, config.pixel_stride, config.max_rays)
     pixels = strided_pixels(len(data.views), h, w, stride)
     n_samples = 0
-    for s in range(0, pixels.numel(), config.batch_rays):
-        batch = gather_clip_batch(data, pixels[s:s + config.batch_rays])
-        o, d = field.space.rays(data.clip_cameras, batch["view"], batch["u"], batch["v"])
-        samples = march(field, o.to(device), d.to(device), step, weight_threshold=config.weight_threshold)
-        if samples.n_kept == 0:
-            continue
-        n_samples += samples.n_kept
-        corners, b = trilinear_corners(samples.xyz, reso)                    # [M, 8]
-        confidence = (ray_confidence(batch["relevancy"]) if config.confidence_weighted
-                      else torch.ones(samples.n_rays)).clamp_min(MIN_CONFIDENCE).to(device)
-        coef = confidence[samples.ray_index][:, None] * samples.weights[:, None] * b
-        nodes, local = torch.unique(corners.reshape(-1), return_inverse=True)
-        rays = samples.ray_index[:, None].expand_as(corners).reshape(-1)
-        scatter = torch.sparse_coo_tensor(torch.stack([local, rays]), coef.reshape(-1),
-                                          (nodes.numel(), samples.n_rays), check_invariants=False).coalesce()
-        n = samples.n_rays
-        parts = [batch["clip"].reshape(n, -1), batch["relevancy"].reshape(n, -1)]
-        if smooth:
-            parts.append(dino_at(data, batch))
-        ones = torch.ones(n, 1, device=device)
-        values = torch.cat([*(p.to(device) for p in parts), ones, ones / confidence[:, None]], dim=1)  # [B, S D + S C (+ E) + 2]
-        rows = acc.rows(nodes)
-        acc.sums.index_add_(0, rows, torch.sparse.mm(scatter, values))
+    with field.frozen():          # the field is fixed while lifted: one set of lookup volumes
+        for s in range(0, pixels.numel(), config.batch_rays):
+            batch = gather_clip_batch(data, pixels[s:s + config.batch_rays])
+            o, d = field.space.rays(data.clip_cameras, batch["view"], batch["u"], batch["v"])
+            samples = march(field, o.to(device), d.to(device), step, weight_threshold=config.weight_threshold)
+            if samples.n_kept == 0:
+                continue
+            n_samples += samples.n_kept
+            corners, b = trilinear_corners(samples.xyz, reso)                    # [M, 8]
+            confidence = (ray_confidence(batch["relevancy"]) if config.confidence_weighted
+                          else torch.ones(samples.n_rays)).clamp_min(MIN_CONFIDENCE).to(device)
+            coef = confidence[samples.ray_index][:, None] * samples.weights[:, None] * b
+            nodes, local = torch.unique(corners.reshape(-1), return_inverse=True)
+            rays = samples.ray_index[:, None].expand_as(corners).reshape(-1)
+            scatter = torch.sparse_coo_tensor(torch.stack([local, rays]), coef.reshape(-1),
+                                              (nodes.numel(), samples.n_rays), check_invariants=False).coalesce()
+            n = samples.n_rays
+            parts = [batch["clip"].reshape(n, -1), batch["relevancy"].reshape(n, -1)]
+            if smooth:
+                parts.append(dino_at(data, batch))
+            ones = torch.ones(n, 1, device=device)
+            values = torch.cat([*(p.to(device) for p in parts), ones, ones / confidence[:, None]], dim=1)  # [B, S D + S C (+ E) + 2]
+            rows = acc.rows(nodes)
+            acc.sums.index_add_(0, rows, torch.sparse.mm(scatter, values))
     sums = acc.sums[:acc.n_rows]
     weight, nodes = sums[:, -1], acc.nodes()                                 # W_n (the 1 / c_r column)
     per_weight = sums[:, :-2] / sums[:, -2:-1].clamp_min(1e-12)              # over sum_r a_{n,r}

@@ -291,9 +291,10 @@ def reconstruct_locked(scene: str | Path, out: str | Path, config: ReconstructCo
                                "seconds_per_iteration": run.elapsed / max(run.iteration, 1),
                                "reso": list(run.field.reso), "samples_per_ray": run.n_samples,
                                "box": run.field.box.tolist()}
-    if config.render_eval:
-        metrics.update(run.evaluate())
-    video = run.render_spiral()
+    with run.field.frozen():                     # evaluation and video share one set of lookup volumes
+        if config.render_eval:
+            metrics.update(run.evaluate())
+        video = run.render_spiral()
     if video is not None:
         metrics["video"] = str(video.relative_to(run.out))
     write_json_atomic(run.out / "metrics.json", metrics)

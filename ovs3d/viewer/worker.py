@@ -67,6 +67,7 @@ def warm_up(renderer, budget: Budget, height: int, view: ViewCamera) -> None:
     rates (the viewer does this at start, before any browser connects)."""
     kinds = [("radiance", ("rgb", "depth"))] + ([("semantic", ("rgb", "features"))] if renderer.semantic else [])
     for kind, outputs in kinds:
+        renderer.render(view, 8, outputs)          # untimed: builds what is built on first use (lookup volumes)
         for factor in (1.0, PREVIEW_STEP_FACTOR):
             frame = renderer.render(view, max(height // 4, 8), outputs, factor)
             budget.observe(kind, factor, frame.width * frame.height, frame.seconds)
