@@ -15,7 +15,8 @@ import torch.nn.functional as nnf
 from ovs3d.features.cache import FeatureMaps
 from ovs3d.features.encoders import ClipConfig, DinoConfig
 from ovs3d.features.extract import ExtractConfig
-from ovs3d.field.lifted import LiftedField, trilinear_corners
+from ovs3d.field.lifted import LiftedField
+from ovs3d.field.vm import trilinear_corners
 from ovs3d.field.semantic import SemanticField
 from ovs3d.render.volume import march
 from ovs3d.scene.cameras import Cameras

@@ -29,10 +29,7 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from ovs3d.field.base import RadianceField, composite
-
-CORNERS = torch.tensor([[dx, dy, dz] for dz in (0, 1) for dy in (0, 1) for dx in (0, 1)])
-"""[8, 3] the (x, y, z) offsets of a cell's corners."""
-
+from ovs3d.field.vm import trilinear_corners
 
 @dataclass
 class LiftedConfig:
@@ -54,23 +51,6 @@ def grid_resolution(field_reso: tuple[int, int, int], max_nodes: int) -> tuple[i
     reso = torch.tensor(field_reso, dtype=torch.float64)
     scale = min(1.0, max_nodes / float(reso.max()))
     return tuple(int(max(2, round(float(r) * scale))) for r in reso)
-
-
-def trilinear_corners(xyz: torch.Tensor, reso: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The 8 corner nodes of each point's cell and their trilinear weights.
-
-    Args: xyz [M, 3] unit coordinates (clamped to [-1, 1]^3); reso (Gx, Gy, Gz).
-    Returns: flat node indices [M, 8] long (z-major: (k Gy + j) Gx + i) and weights b [M, 8] summing to 1.
-    """
-    dims = torch.tensor(reso, device=xyz.device)
-    pos = (xyz.clamp(-1, 1) + 1) * 0.5 * (dims - 1)                            # [M, 3] in node units
-    low = torch.minimum(pos.floor().long(), dims - 2)                          # lower corner, inside the grid
-    frac = pos - low                                                           # [M, 3] in [0, 1]
-    offsets = CORNERS.to(xyz.device)                                           # [8, 3]
-    nodes = low[:, None, :] + offsets                                          # [M, 8, 3]
-    flat = (nodes[..., 2] * dims[1] + nodes[..., 1]) * dims[0] + nodes[..., 0]
-    weights = torch.where(offsets.bool(), frac[:, None, :], 1 - frac[:, None, :]).prod(-1)
-    return flat, weights
 
 
 def row_nodes(node_row: torch.Tensor) -> torch.Tensor:

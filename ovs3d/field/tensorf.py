@@ -172,10 +172,12 @@ class TensoRF(nn.Module):
         volume takes about 0.2 s at 128^3 and 1.7 s at 256^3 on two cores (``VMGrid.dense_projection``).
         """
         cache = self._dense                       # read once: another thread may leave the scope meanwhile
-        grid = self.density_grid if name == "density" else self.appearance_grid
-        width = 1 if name == "density" else self.appearance_dim
-        if cache is None or torch.is_grad_enabled() or math.prod(self.reso) * width * 4 > DENSE_MAX_BYTES:
+        if cache is None or torch.is_grad_enabled():      # training's path: nothing else to check
             return None
+        width = 1 if name == "density" else self.appearance_dim
+        if math.prod(self.reso) * width * 4 > DENSE_MAX_BYTES:
+            return None
+        grid = self.density_grid if name == "density" else self.appearance_grid
         params = [*grid.parameters()] + ([] if name == "density" else [self.basis.weight])
         key = tuple((p.data_ptr(), p._version, tuple(p.shape)) for p in params)
         with _DENSE_BUILD, torch.no_grad():       # viewer threads: one build, the others wait for it

@@ -125,6 +125,27 @@ def sample_line(line: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return _WeightedGather.apply(table, index, weight)
 
 
+def trilinear_corners(xyz: torch.Tensor, reso: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 8 corner nodes of each point's cell and their trilinear weights.
+
+    Args: xyz [M, 3] unit coordinates (clamped to [-1, 1]^3); reso (Gx, Gy, Gz).
+    Returns: flat node indices [M, 8] long (z-major: (k Gy + j) Gx + i; corners ordered z, y, x with x
+    fastest) and weights b [M, 8] summing to 1 (an axis with one node: its upper corners repeat the node).
+    """
+    gx, gy, gz = reso
+    size = xyz.new_tensor([gx - 1, gy - 1, gz - 1])
+    pos = (xyz.clamp(-1, 1) + 1) * 0.5 * size                                  # [M, 3] in node units
+    low = torch.minimum(pos.floor(), (size - 1).clamp(min=0))                  # lower corner, inside the grid
+    frac = pos - low                                                           # [M, 3] in [0, 1]
+    low = low.long()
+    stride = [gx * gy if gz > 1 else 0, gx if gy > 1 else 0, 1 if gx > 1 else 0]   # next node along z, y, x
+    offsets = torch.tensor([[dz * stride[0] + dy * stride[1] + dx * stride[2]
+                             for dz in (0, 1) for dy in (0, 1) for dx in (0, 1)]], device=xyz.device)   # [1, 8]
+    flat = (low[:, 0] + gx * (low[:, 1] + gy * low[:, 2]))[:, None] + offsets                      # [M, 8]
+    wx, wy, wz = (torch.stack([1 - frac[:, i], frac[:, i]], 1) for i in range(3))                 # [M, 2] each
+    return flat, (wz[:, :, None, None] * wy[:, None, :, None] * wx[:, None, None, :]).reshape(-1, 8)
+
+
 def sample_volume(volume: torch.Tensor, xyz: torch.Tensor) -> torch.Tensor:
     """Trilinear lookup of a dense volume [G_z, G_y, G_x, C] at xyz [M, 3] in [-1, 1] -> [M, C], with the
     conventions of ``sample_plane`` / ``sample_line`` on every axis (align_corners, border value outside).
@@ -134,18 +155,7 @@ def sample_volume(volume: torch.Tensor, xyz: torch.Tensor) -> torch.Tensor:
     equals this lookup of ``VMGrid.dense_projection(W)`` (one 8-tap gather instead of 3 planes and 3 lines).
     """
     gz, gy, gx, c = volume.shape
-    size = xyz.new_tensor([gx - 1, gy - 1, gz - 1])
-    pos = torch.minimum((((xyz + 1) * 0.5) * size).clamp(min=0), size)
-    lo = torch.minimum(pos.floor(), (size - 1).clamp(min=0))
-    frac = pos - lo
-    lo = lo.long()
-    stride = [gx * gy if gz > 1 else 0, gx if gy > 1 else 0, 1 if gx > 1 else 0]   # next node along z, y, x
-    offsets = xyz.new_tensor([[dz * stride[0] + dy * stride[1] + dx * stride[2]
-                               for dz in (0, 1) for dy in (0, 1) for dx in (0, 1)]]).long()      # [1, 8]
-    index = (lo[:, 0] + gx * (lo[:, 1] + gy * lo[:, 2]))[:, None] + offsets                     # [M, 8]
-    wx, wy, wz = (torch.stack([1 - frac[:, i], frac[:, i]], 1) for i in range(3))             # [M, 2] each
-    weight = (wz[:, :, None, None] * wy[:, None, :, None] * wx[:, None, None, :]).reshape(-1, 8)
-    return _WeightedGather.apply(volume.reshape(-1, c), index, weight)
+    return _WeightedGather.apply(volume.reshape(-1, c), *trilinear_corners(xyz, (gx, gy, gz)))
 
 
 def plane_tv(plane: torch.Tensor) -> torch.Tensor:

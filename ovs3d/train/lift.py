@@ -49,7 +49,8 @@ import torch.nn.functional as nnf
 from ovs3d.config import to_plain
 from ovs3d.errors import InputError
 from ovs3d.field.base import RadianceField
-from ovs3d.field.lifted import LiftedConfig, LiftedField, grid_resolution, row_nodes, trilinear_corners
+from ovs3d.field.lifted import LiftedConfig, LiftedField, grid_resolution, row_nodes
+from ovs3d.field.vm import trilinear_corners
 from ovs3d.io.atomic import write_json_atomic
 from ovs3d.io.lock import folder_lock
 from ovs3d.render.volume import march
