@@ -72,12 +72,9 @@ def _mean(xs: list[float]) -> float:
 
 
 def stretched(config, factor: float):
-    """``config`` with its schedule stretched by ``factor``: iterations, upsampling and alpha-mask steps
-    and the checkpoint interval all scaled (the lr decay follows n_iters), the grids unchanged."""
-    return dataclasses.replace(
-        config, n_iters=int(config.n_iters * factor), checkpoint_every=int(config.checkpoint_every * factor),
-        upsample_iters=tuple(int(i * factor) for i in config.upsample_iters),
-        alpha_mask_iters=tuple(int(i * factor) for i in config.alpha_mask_iters))
+    """``config`` with its schedule stretched by ``factor`` (``ReconstructConfig.scheduled``: iterations,
+    upsampling and alpha-mask steps and the checkpoint interval scaled, the grids unchanged)."""
+    return dataclasses.replace(config, schedule_scale=factor).scheduled()
 
 
 def _train_and_evaluate(scene: Path, out: Path, cfg, threads: int) -> dict:

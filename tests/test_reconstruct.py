@@ -150,3 +150,26 @@ def test_bench_flags_reproduce_the_ten_minute_config():
     _, config = parse(["reconstruct", "--data", "scene", "--out", "run", "--preset", "cpu", *cli_flags(target, base)])
     assert config.reconstruct == target
     assert cli_flags(base, base) == []
+
+
+def test_schedule_scale_stretches_the_schedule_when_the_run_starts(synthetic_scene, tmp_path: Path) -> None:
+    """``--reconstruct.schedule-scale s``: iteration i of the schedule becomes int(i s), the grids unchanged, and
+    the run trains and records the stretched schedule (scale 1.0 in config.yml); s <= 0 is refused by name."""
+    from ovs3d.cli.main import parse
+
+    _, config = parse(["reconstruct", "--data", "scene", "--out", "run", "--preset", "test",
+                       "--reconstruct.schedule-scale", "1.5"])
+    test = RECONSTRUCT_PRESETS["test"]
+    assert config.reconstruct.schedule_scale == 1.5
+    stretched = config.reconstruct.scheduled()
+    assert (stretched.n_iters, stretched.upsample_iters, stretched.alpha_mask_iters) == (180, (45, 90), (67,))
+    assert stretched == dataclasses.replace(test, n_iters=180, upsample_iters=(45, 90), alpha_mask_iters=(67,),
+                                            checkpoint_every=45)
+    assert test.scheduled() is test
+    small = dataclasses.replace(test, schedule_scale=0.25, n_iters=20, upsample_iters=(8, 12), alpha_mask_iters=(10,))
+    run = Reconstruction(synthetic_scene, tmp_path / "run", small, log=lambda line: None)
+    run.run(progress=False)
+    assert run.iteration == 5 and run.config.upsample_iters == (2, 3) and run.config.schedule_scale == 1.0
+    assert "schedule_scale: 1.0" in (tmp_path / "run" / "config.yml").read_text()
+    with pytest.raises(InputError, match="--reconstruct.schedule-scale"):
+        dataclasses.replace(test, schedule_scale=0.0).check()

@@ -37,6 +37,10 @@ class ReconstructConfig:
     """Hold out every n-th image for evaluation (0: train on all images, as the paper does)."""
     n_iters: int = 30000
     """Training iterations."""
+    schedule_scale: float = 1.0
+    """Stretches the schedule: n_iters, upsample_iters, alpha_mask_iters, lr_decay_iters (when set) and
+    checkpoint_every are multiplied by it (rounded down) when the run starts, so a longer run keeps the
+    preset's shape; the grids are unchanged. config.yml records the stretched values (and 1.0 here)."""
     batch_size: int = 4096
     """Rays (pixels) per iteration."""
     n_voxel_init: int = 2097156
@@ -103,8 +107,22 @@ class ReconstructConfig:
                                "max_samples": 1, "checkpoint_every": 1, "log_every": 1, "render_chunk": 1,
                                "eval_every": 1, "video_frames": 0, "lr_grid": 0, "lr_network": 0,
                                "tv_weight_density": 0, "tv_weight_appearance": 0, "white_background_prob": 0},
-                     above={"downsample": 0, "step_ratio": 0, "video_downsample": 0, "lr_decay_target": 0},
+                     above={"downsample": 0, "step_ratio": 0, "video_downsample": 0, "lr_decay_target": 0,
+                            "schedule_scale": 0},
                      at_most={"white_background_prob": 1})
+
+    def scheduled(self) -> "ReconstructConfig":
+        """This config with ``schedule_scale`` applied (and reset to 1.0): iteration i of the schedule
+        becomes int(i * scale), n_iters at least 1."""
+        scale = self.schedule_scale
+        if scale == 1.0:
+            return self
+        return dataclasses.replace(
+            self, schedule_scale=1.0, n_iters=max(int(self.n_iters * scale), 1),
+            checkpoint_every=max(int(self.checkpoint_every * scale), 1),
+            lr_decay_iters=self.lr_decay_iters if self.lr_decay_iters < 0 else max(int(self.lr_decay_iters * scale), 1),
+            upsample_iters=tuple(int(i * scale) for i in self.upsample_iters),
+            alpha_mask_iters=tuple(int(i * scale) for i in self.alpha_mask_iters))
 
 
 @dataclass

@@ -69,6 +69,7 @@ class Reconstruction:
                  resume: bool = False, scene: Scene | None = None, device: torch.device | str = "cpu",
                  log: Callable[[str], None] = print) -> None:
         config.check()
+        config = config.scheduled()
         self.config = config
         self.out = Path(out)
         self.device = torch.device(device)
