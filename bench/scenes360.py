@@ -10,7 +10,7 @@ A scene whose preset arm misses the PSNR target gets a third arm, ``budget``: th
 preset's grid raised to bench.reconstruct's FINE_GRID (256^3, same samples per ray) and its schedule stretched
 (``--reconstruct.schedule-scale``) to fill the 20 minutes, the scale taken from the auto arm's own train and
 evaluation times (the fine grid costs about as much per iteration at the same samples per ray).
-A picture of one held-out view per scene (ground truth | auto | ndc) goes to docs/scenes360.png.
+A picture of one held-out view per scene (ground truth | auto | ndc | budget) goes to docs/scenes360.png.
 
     python -m bench.scenes360 [--scenes bird_360 maryrose_360_504] [--threads 2]
 """
@@ -48,15 +48,13 @@ def budget_scale(auto: dict) -> float:
 def arm_config(space: str, scale: float):
     """The ``cpu`` preset of an arm: as shipped in ``space`` (auto, ndc), or the budget arm's (auto space,
     FINE_GRID, schedule scale ``scale``)."""
-    import dataclasses
-
     from bench.reconstruct import FINE_GRID
     from ovs3d.train.configs import preset
 
     if space != BUDGET_ARM:
         return preset("reconstruct", "cpu", holdout_every=8, video_frames=0, space=space)
-    config = preset("reconstruct", "cpu", holdout_every=8, video_frames=0, space="auto")
-    return dataclasses.replace(config, **FINE_GRID, schedule_scale=scale)
+    return preset("reconstruct", "cpu", holdout_every=8, video_frames=0, space="auto", **FINE_GRID,
+                  schedule_scale=scale)
 
 
 def arm(scene_name: str, space: str, work: Path, threads: int, scale: float = 1.0) -> dict:
@@ -115,7 +113,8 @@ def picture(results: dict, work: Path) -> Path | None:
                        for space in arms]
         height = 240
         tiles = [t.resize((max(1, round(t.width * height / t.height)), height)) for t in tiles]
-        labels = ["input (held out)"] + [f"{a['space']}{' (20 min)' if name == BUDGET_ARM else ''}: "
+        budget_label = f" ({TARGETS['minutes']:g} min)"
+        labels = ["input (held out)"] + [f"{a['space']}{budget_label if name == BUDGET_ARM else ''}: "
                                          f"{a['held_out_psnr']:.1f} dB" for name, a in arms.items()]
         row = Image.new("RGB", (sum(t.width for t in tiles), height), "white")
         x = 0
